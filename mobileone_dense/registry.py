@@ -1,0 +1,28 @@
+"""Register the MobileOne backbone in mmdet's and mmseg's ``MODELS`` registries.
+
+Either library may be missing; registering twice (a re-import) is harmless.
+"""
+from __future__ import annotations
+
+import importlib
+
+from .models import MobileOne
+
+REGISTRIES = ('mmdet.registry', 'mmseg.registry')
+
+
+def register_all() -> list[str]:
+    """Register :class:`MobileOne` wherever possible; returns the scopes it is registered in."""
+    scopes = []
+    for name in REGISTRIES:
+        try:
+            registry = importlib.import_module(name).MODELS
+        except ImportError:
+            continue
+        current = registry.module_dict.get('MobileOne')
+        if current is not None and current.__qualname__ != MobileOne.__qualname__:
+            raise RuntimeError(f'{name}.MODELS already holds another MobileOne ({current}); '
+                               f'mobileone_dense cannot register its backbone there.')
+        registry.register_module(name='MobileOne', module=MobileOne, force=True)
+        scopes.append(registry.scope)
+    return scopes

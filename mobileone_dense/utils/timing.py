@@ -1,0 +1,45 @@
+"""Latency measurement that survives a shared, noisy machine.
+
+Models are timed *side by side*: every round runs each candidate once, in a rotating order, so
+a burst of load from elsewhere hits all of them alike; we report the median of the rounds.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable, Mapping
+
+import torch
+
+
+def time_side_by_side(fns: Mapping[str, Callable[[], object]], rounds: int = 50,
+                      warmup: int = 5, progress: bool = True) -> dict[str, dict[str, float]]:
+    """Median, min and interquartile spread (ms) of each callable, measured interleaved.
+
+    Args:
+        fns: Name -> zero-argument callable (one forward pass).
+        rounds: Timed runs of each callable.
+        warmup: Untimed runs of each callable first.
+        progress: Print a progress line every tenth round.
+    """
+    names = list(fns)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    with torch.inference_mode():
+        for _ in range(warmup):
+            for n in names:
+                fns[n]()
+        for r in range(rounds):
+            order = names[r % len(names):] + names[:r % len(names)]
+            for n in order:
+                start = time.perf_counter()
+                fns[n]()
+                times[n].append((time.perf_counter() - start) * 1e3)
+            if progress and (r + 1) % max(1, rounds // 10) == 0:
+                print(f'  round {r + 1}/{rounds}', end='\r', flush=True)
+    if progress:
+        print(' ' * 30, end='\r')
+    out = {}
+    for n, t in times.items():
+        q = statistics.quantiles(t, n=4)
+        out[n] = dict(median_ms=statistics.median(t), min_ms=min(t), iqr_ms=q[2] - q[0])
+    return out
