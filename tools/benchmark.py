@@ -1,17 +1,22 @@
 """Latency benchmarks, measured side by side in one run (medians of interleaved rounds).
 
     python tools/benchmark.py backbone [--variants s0 s1] [--sizes 224 320] [--rounds 50]
+    python tools/benchmark.py {detector,segmentor,export} ...   (see --help of each)
 
 Prints a markdown table and writes it, with the raw medians, as JSON (``--out``).
 """
 import argparse
 import importlib
+import pkgutil
 import sys
 
 import mobileone_dense  # noqa: F401  (registers MobileOne)
+import mobileone_dense.benchmark as benchmarks
 from mobileone_dense.benchmark.common import save_json
 
-SUBCOMMANDS = {'backbone': 'mobileone_dense.benchmark.backbone'}
+# Every module of mobileone_dense.benchmark with add_arguments() and run() is a subcommand.
+SUBCOMMANDS = {m.name: f'{benchmarks.__name__}.{m.name}'
+               for m in pkgutil.iter_modules(benchmarks.__path__) if m.name != 'common'}
 
 
 def main(argv=None):

@@ -22,7 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _mobilenet_v2() -> torch.nn.Module:
     from mmdet.models.backbones import MobileNetV2
-    return MobileNetV2(out_indices=(7, )).eval()
+    model = MobileNetV2(out_indices=(7, ))
+    model.eval()  # mmdet's MobileNetV2.train() does not return self, so .eval() gives None
+    return model
 
 
 def run(args: argparse.Namespace) -> dict:
