@@ -1,7 +1,7 @@
 _base_ = '../_base_/ssdlite_mobileone_coco.py'
-arch, channels = 's4', (896, 2048)  # stage_channels('s4', (3, 4))
+channels = (896, 2048)  # stage_channels('s4', (3, 4))
 model = dict(
-    backbone=dict(arch=arch, init_cfg=dict(checkpoint={{_base_.apple_url}} +
-                                           f'mobileone_{arch}_unfused.pth.tar')),
+    backbone=dict(arch='s4', init_cfg=dict(checkpoint='https://docs-assets.developer.apple.com/'
+                  'ml-research/datasets/mobileone/mobileone_s4_unfused.pth.tar')),
     neck=dict(in_channels=channels, out_channels=channels + (512, 256, 256, 128)),
     bbox_head=dict(in_channels=channels + (512, 256, 256, 128)))
