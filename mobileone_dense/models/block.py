@@ -111,7 +111,7 @@ class MobileOneBlock(nn.Module):
         norm_cfg = norm_cfg or dict(type='BN')
 
         self.se = SEBlock(out_channels) if use_se else nn.Identity()
-        self.act = nn.ReLU()
+        self.act = nn.ReLU(inplace=True)
         self.reparam_conv: Optional[nn.Conv2d] = None
         self.rbr_skip: Optional[nn.Module] = None
         self.rbr_scale: Optional[nn.Module] = None
