@@ -9,6 +9,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 VARIANTS = ('s0', 's1', 's2', 's3', 's4', 'mu0', 'mu1', 'mu2')
 DATA = Path(__file__).resolve().parent / 'data'
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def randomize_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

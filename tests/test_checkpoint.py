@@ -4,7 +4,7 @@ import re
 
 import pytest
 import torch
-from conftest import assert_fused_close, calibrate_bn
+from conftest import ROOT, assert_fused_close, calibrate_bn
 from reference_apple import AppleMobileOne
 
 from mobileone_dense import reparameterize_model
@@ -160,3 +160,19 @@ def test_timm_layout_checkpoint_loads_and_matches(tmp_path):
     model.init_weights()
     x = torch.randn(1, 3, 64, 64)
     torch.testing.assert_close(model.eval()(x)[-1], ref.features(x)[-1])
+
+
+def test_detector_config_loads_apple_weights_into_its_backbone(apple_files):
+    """The configs' init_cfg path: a whole SSDLite detector initialises its backbone from
+    Apple's unfused file (here a local one; the configs name Apple's URL)."""
+    from mmdet.registry import MODELS
+    from mmengine.config import Config
+    _, unfused, _ = apple_files
+    cfg = Config.fromfile(str(ROOT / 'configs/ssdlite/mobileone_s0.py'))
+    cfg.model.backbone.init_cfg.checkpoint = str(unfused)
+    detector = MODELS.build(cfg.model)
+    detector.init_weights()
+    expected = torch.load(unfused)
+    for key in ('stage0.rbr_conv.0.conv.weight', 'stage3.9.rbr_skip.running_var',
+                'stage4.1.rbr_conv.3.bn.bias'):
+        torch.testing.assert_close(detector.backbone.state_dict()[key], expected[key])
