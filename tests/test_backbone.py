@@ -117,3 +117,16 @@ def test_custom_imports_in_a_config(tmp_path):
     cfg = Config.fromfile(str(cfg_file))
     from mmseg.registry import MODELS
     assert isinstance(MODELS.build(cfg.model), MobileOne)
+
+
+def test_registration_works_with_only_one_library(monkeypatch):
+    import mobileone_dense.registry as reg
+    real_import = importlib.import_module
+
+    def without_mmdet(name, *args):
+        if name.startswith('mmdet'):
+            raise ImportError(f'No module named {name!r}')
+        return real_import(name, *args)
+
+    monkeypatch.setattr(reg.importlib, 'import_module', without_mmdet)
+    assert reg.register_all() == ['mmseg']
