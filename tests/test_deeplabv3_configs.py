@@ -172,7 +172,13 @@ def test_lr_follows_warmup_then_cosine_to_1e6():
         for s in schedulers:
             s.step()
     lrs = torch.tensor(lrs, dtype=torch.float64)
-    backbone, head = lrs[:, 0], lrs[:, 1]
+    groups = wrapper.optimizer.param_groups  # one group per parameter
+    head_params = {id(p) for p in model['decode_head'].parameters()}
+    is_head = [id(g['params'][0]) in head_params for g in groups]
+    assert sum(is_head) == 2 and len(groups) == 4
+    backbone, head = lrs[:, is_head.index(False)], lrs[:, is_head.index(True)]
+    for i, head_group in enumerate(is_head):
+        torch.testing.assert_close(lrs[:, i], head if head_group else backbone)
     torch.testing.assert_close(head, 10 * backbone)
 
     def cosine(i: int) -> float:

@@ -1,0 +1,1 @@
+_base_ = '../_base_/deeplabv3_mobileone_voc_coco.py'
