@@ -1,0 +1,53 @@
+"""Export a trained MobileOne detector or segmentor for deployment.
+
+    python tools/export.py CONFIG CHECKPOINT --out-dir DIR [--onnx] [--input-size H W]
+
+Loads the train-time checkpoint strictly, fuses every MobileOne block, checks on an input that
+the fused model gives the train-time outputs (and refuses to write anything otherwise), then
+writes DIR/fused.pth, DIR/train_config.py and DIR/deploy_config.py; with --onnx also
+DIR/model.onnx (detector: boxes, scores, labels with NMS inside the graph; segmentor: logits
+and class map), checked in ONNX Runtime against PyTorch. Use the pair as any config and
+checkpoint:
+
+    python tools/test.py DIR/deploy_config.py DIR/fused.pth
+"""
+import argparse
+import sys
+
+from mmengine.config import DictAction
+
+import mobileone_dense  # noqa: F401  (registers MobileOne, applies the compat fixes)
+from mobileone_dense.export import RTOL, ExportError, export
+from mobileone_dense.models.checkpoint import CheckpointMismatchError
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('config', help='the training config')
+    parser.add_argument('checkpoint', help='the train-time checkpoint (.pth)')
+    parser.add_argument('--out-dir', required=True, help='where the files go')
+    parser.add_argument('--onnx', action='store_true', help='also write and check model.onnx')
+    parser.add_argument('--input-size', nargs=2, type=int, metavar=('H', 'W'),
+                        help="input of the check and of the ONNX model (default: the config's "
+                             'test size)')
+    parser.add_argument('--rtol', type=float, default=RTOL,
+                        help='tolerance relative to the largest output (default: %(default).1e)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config settings, as in tools/test.py')
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        export(args.config, args.checkpoint, args.out_dir, onnx=args.onnx,
+               input_size=args.input_size, cfg_options=args.cfg_options, rtol=args.rtol)
+    except (ExportError, CheckpointMismatchError) as e:
+        print(f'export: {e}', file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
