@@ -42,10 +42,10 @@ from .models.checkpoint import CheckpointMismatchError, check_state_dict, extrac
 from .reparam import reparameterize_model
 
 TASKS = {'mmdet': 'detection', 'mmseg': 'segmentation'}
-#: Largest accepted deviation of the fused from the train-time outputs (and of ONNX Runtime from
-#: PyTorch), relative to the largest output value: 5000 float32 ulps. Fusion is exact up to
-#: float rounding, which grows with depth to ~1e-6 .. 1e-4; a fusion bug (a padding, a bias, a
-#: skip kernel) is off by 1e-2 or more.
+#: Smallest tolerance of the fused against the train-time outputs (and of ONNX Runtime against
+#: PyTorch), relative to the largest output value: 5000 float32 ulps (see float_tolerance).
+#: Fusion is exact up to float rounding, which grows with depth to ~1e-6 .. 1e-4; a fusion bug
+#: (a padding, a bias, a skip kernel) is off by 1e-2 or more.
 RTOL = 5000 * torch.finfo(torch.float32).eps
 ONNX_OPSET = 18
 
@@ -239,6 +239,25 @@ def compare(actual: Sequence[Tensor], expected: Sequence[Tensor],
         max_rel = max(max_rel, diff.max().item() / max(e.abs().max().item(), tiny))
         normwise = max(normwise, diff.norm().item() / max(e.norm().item(), tiny))
     return Agreement(max_abs, max_rel, normwise, len(expected), rtol)
+
+
+def float_tolerance(model: nn.Module, inputs: Tensor, outputs: Sequence[Tensor],
+                    rtol: float = RTOL) -> tuple[float, float]:
+    """The tolerance for comparing another float32 rendering of ``model`` with ``outputs``.
+
+    Some networks amplify float32 rounding more than others (deep heads on random-looking
+    weights by 1e-3 and more), so a fixed tolerance is either too loose for one or too tight for
+    another. We measure the model's own float32 error against a float64 copy of it and allow
+    8x that (the fused model adds the rounding of its fused weights to that of its
+    activations; both are of that size), and never less than ``rtol``.
+
+    Returns:
+        The tolerance and the measured float32 error (relative, as :class:`Agreement`).
+    """
+    exact = raw_outputs(copy.deepcopy(model).double(), inputs.double())
+    own = compare(outputs, exact)
+    noise = max(own.max_rel, own.normwise)
+    return max(rtol, 8 * noise), noise
 
 
 # --------------------------------------------------------------------------------------------
@@ -548,7 +567,9 @@ def export(config: str | Path, checkpoint: str | Path, out_dir: str | Path,
         onnx: Also export and check ``model.onnx``.
         input_size: (H, W) of the check input and of the ONNX model; default: the config's.
         cfg_options: Overrides of the config, as ``--cfg-options``.
-        rtol: Tolerance of the fused-vs-train-time and ONNX-vs-PyTorch checks.
+        rtol: Smallest tolerance of the fused-vs-train-time and ONNX-vs-PyTorch checks (a
+            model that amplifies float32 rounding more gets more, see
+            :func:`float_tolerance`).
         log: Where progress lines go.
 
     Returns:
@@ -574,16 +595,20 @@ def export(config: str | Path, checkpoint: str | Path, out_dir: str | Path,
     image = make_image(size)
     inputs, _ = preprocess(model, scope, image)
     expected = raw_outputs(model, inputs)
-    agreement = compare(raw_outputs(fused, inputs), expected, rtol)
+    tol, noise = float_tolerance(model, inputs, expected, rtol)
+    agreement = compare(raw_outputs(fused, inputs), expected, tol)
     log(f'fused vs train-time on a {size[0]}x{size[1]} input: {agreement}')
+    log(f'  (tolerance: the larger of {rtol:.1e} and 8x the float32 rounding error of the '
+        f'train-time model itself, {noise:.1e} against float64)')
     if not agreement.ok:
         raise ExportError(
             f'The fused model differs from the train-time model beyond float tolerance '
-            f'(max rel diff {agreement.max_rel:.2e} > {rtol:.1e}), so nothing was written: '
-            f'the checkpoint or a block is broken (check that its BN running statistics are '
-            f'finite and that the config matches the checkpoint).')
+            f'(max rel diff {agreement.max_rel:.2e}, normwise {agreement.normwise:.2e} > '
+            f'{tol:.1e}), so nothing was written: the checkpoint or a block is broken (check '
+            f'that its BN running statistics are finite and that the config matches the '
+            f'checkpoint).')
     fused_sd = fused.state_dict()
-    report = dict(task=TASKS[scope], input_size=size, fused=vars(agreement),
+    report = dict(task=TASKS[scope], input_size=size, fused=vars(agreement), float32_error=noise,
                   params_train=sum(p.numel() for p in model.parameters()),
                   params_fused=sum(p.numel() for p in fused.parameters()))
 
@@ -596,7 +621,7 @@ def export(config: str | Path, checkpoint: str | Path, out_dir: str | Path,
         deploy_model = build_model(deploy_cfg)
         check_state_dict(deploy_model, fused_sd, source='The fused state_dict')
         deploy_model.load_state_dict(fused_sd, strict=True)
-        deploy_agreement = compare(raw_outputs(deploy_model, inputs), expected, rtol)
+        deploy_agreement = compare(raw_outputs(deploy_model, inputs), expected, tol)
         if not deploy_agreement.ok:
             raise ExportError(f'The model of deploy_config.py with the fused weights differs '
                               f'from the train-time model ({deploy_agreement}); nothing was '
@@ -621,14 +646,15 @@ def export(config: str | Path, checkpoint: str | Path, out_dir: str | Path,
             with torch.no_grad():
                 eager = wrapper(image)
             if scope == 'mmdet':
-                graph = match_detections(eager, reference)
+                box_atol = max(1e-2, tol * max(size))
+                graph = match_detections(eager, reference, box_atol)
                 log(f'export graph in PyTorch vs mmdet predict: {describe_detections(graph)}')
-                onnx_agreement = match_detections(ort_out, reference)
+                onnx_agreement = match_detections(ort_out, reference, box_atol)
                 log(f'ONNX Runtime vs PyTorch (mmdet predict): '
                     f'{describe_detections(onnx_agreement)}; NMS is inside the graph')
                 ok = graph['ok'] and onnx_agreement['ok']
             else:
-                logits = compare([ort_out[0]], [reference[0]], rtol)
+                logits = compare([ort_out[0]], [reference[0]], tol)
                 pixels = float((torch.as_tensor(ort_out[1]) == reference[1]).double().mean())
                 onnx_agreement = dict(logits=vars(logits), seg_map_agreement=pixels)
                 log(f'ONNX Runtime vs PyTorch (mmseg predict): logits {logits}; class map '

@@ -1,0 +1,237 @@
+"""tools/export.py: a trained (randomly initialised, BN-calibrated) SSDLite-S0 and DeepLabV3-S0
+go from a train-time mmengine checkpoint to fused.pth + deploy_config.py + model.onnx; the pair
+loads strictly and gives the train-time outputs, ONNX Runtime gives PyTorch's predictions, the
+OpenMMLab inferencers run on the pair, and bad checkpoints are refused with one sentence."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from conftest import assert_fused_close, calibrate_bn
+from mmengine.config import Config
+from mmengine.runner import load_checkpoint
+
+import mobileone_dense  # noqa: F401  (registers MobileOne, applies the compat fixes)
+from mobileone_dense import export as ex
+
+ROOT = Path(__file__).resolve().parents[1]
+# Small inputs keep the file fast; the configs are the shipped ones.
+CASES = {
+    'det': dict(config=ROOT / 'configs/ssdlite/mobileone_s0.py', size=(128, 160),
+                classes=[f'thing{i}' for i in range(80)]),
+    'seg': dict(config=ROOT / 'configs/deeplabv3/mobileone_s0_voc.py', size=(96, 128),
+                classes=[f'stuff{i}' for i in range(21)]),
+}
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location('export_tool', ROOT / 'tools/export.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _train_time_model(case: str, seed: int = 0, arch: str = 's0') -> torch.nn.Module:
+    cfg = ex.load_config(CASES[case]['config'])
+    cfg.model.backbone.arch = arch
+    torch.manual_seed(seed)
+    # BN statistics measured at about the test size, so that the coarsest SSD levels (1x1 at
+    # this size) see the statistics they were calibrated with.
+    return calibrate_bn(ex.build_model(cfg), seed=seed, size=128)
+
+
+def _save_checkpoint(model: torch.nn.Module, case: str, path: Path) -> Path:
+    """An mmengine-style train-time checkpoint (meta with dataset_meta, optimizer, ...)."""
+    classes = CASES[case]['classes']
+    dataset_meta = dict(classes=classes)
+    if case == 'seg':
+        dataset_meta['palette'] = [[i * 12, 255 - i * 12, i * 5] for i in range(len(classes))]
+    torch.save(dict(meta=dict(epoch=3, iter=30, dataset_meta=dataset_meta,
+                              mmengine_version='0.10.7'),
+                    state_dict=model.state_dict(), optimizer=dict(state={}, param_groups=[])),
+               path)
+    return path
+
+
+@pytest.fixture(scope='module', params=sorted(CASES))
+def exported(request, tmp_path_factory):
+    """Run tools/export.py --onnx once per task."""
+    case = request.param
+    tmp = tmp_path_factory.mktemp(case)
+    model = _train_time_model(case)
+    ckpt = _save_checkpoint(model, case, tmp / 'epoch_3.pth')
+    out = tmp / 'deploy'
+    h, w = CASES[case]['size']
+    code = _tool().main([str(CASES[case]['config']), str(ckpt), '--out-dir', str(out), '--onnx',
+                         '--input-size', str(h), str(w)])
+    assert code == 0
+    return dict(case=case, model=model, out=out, size=(h, w), tmp=tmp)
+
+
+def _deploy_model(out: Path) -> torch.nn.Module:
+    """The deploy config's model with fused.pth loaded strictly, the way mmengine loads."""
+    cfg = Config.fromfile(out / 'deploy_config.py')
+    model = ex.build_model(cfg)
+    load_checkpoint(model, str(out / 'fused.pth'), map_location='cpu', strict=True)
+    return model
+
+
+def test_writes_the_deploy_files(exported):
+    out = exported['out']
+    assert sorted(p.name for p in out.iterdir()) == [
+        'deploy_config.py', 'fused.pth', 'model.onnx', 'train_config.py']
+    cfg = Config.fromfile(out / 'deploy_config.py')
+    assert cfg.model.backbone.deploy is True
+    assert cfg.model.backbone.init_cfg is None
+    fused = torch.load(out / 'fused.pth', map_location='cpu')  # safe loading (weights_only)
+    keys = list(fused['state_dict'])
+    assert any('.reparam_conv.' in k for k in keys)
+    assert not any('.rbr_' in k for k in keys)
+    assert list(fused['meta']['dataset_meta']['classes']) == CASES[exported['case']]['classes']
+    assert fused['meta']['epoch'] == 3
+    onnx.checker.check_model(str(out / 'model.onnx'))
+
+
+def test_fused_pair_gives_the_train_time_outputs(exported):
+    model, out = exported['model'], exported['out']
+    deployed = _deploy_model(out)
+    assert deployed.backbone.deployed
+    scope = 'mmdet' if exported['case'] == 'det' else 'mmseg'
+    image = ex.make_image(exported['size'], seed=1)  # not the tool's own check input
+    inputs, _ = ex.preprocess(model, scope, image)
+    expected, actual = ex.raw_outputs(model, inputs), ex.raw_outputs(deployed, inputs)
+    assert len(actual) == len(expected) > 0
+    for a, e in zip(actual, expected):
+        assert_fused_close(a, e)
+
+
+def _pair_detections(actual, expected):
+    """Reorder ``actual`` detections to face their ``expected`` partners (same label, nearest
+    box); near-equal scores may come out in either order."""
+    a_boxes, e_boxes = torch.as_tensor(actual[0]), expected[0]
+    a_labels, e_labels = torch.as_tensor(actual[2]), expected[2]
+    order, free = [], torch.ones(len(a_boxes), dtype=torch.bool)
+    for box, label in zip(e_boxes, e_labels):
+        dist = (a_boxes - box).abs().amax(1).masked_fill(~free | (a_labels != label), 1e9)
+        j = int(dist.argmin()) if len(dist) else 0
+        order.append(j)
+        if len(dist):
+            free[j] = False
+    idx = torch.tensor(order, dtype=torch.long)
+    return [torch.as_tensor(x)[idx] if len(idx) else torch.as_tensor(x) for x in actual]
+
+
+def test_onnx_runtime_agrees_with_pytorch(exported):
+    import onnxruntime as ort
+    out, case = exported['out'], exported['case']
+    deployed = _deploy_model(out)
+    scope = 'mmdet' if case == 'det' else 'mmseg'
+    image = ex.make_image(exported['size'], seed=2)
+    session = ort.InferenceSession(str(out / 'model.onnx'), providers=['CPUExecutionProvider'])
+    assert [i.name for i in session.get_inputs()] == ['image']
+    assert [o.name for o in session.get_outputs()] == ex.OUTPUT_NAMES[scope]
+    result = session.run(None, {'image': image.numpy()})
+    expected = ex.torch_predictions(deployed, scope, image)
+    if case == 'det':
+        boxes, scores, labels = expected
+        assert len(boxes) > 10, 'the test model should detect something'
+        assert len(result[0]) == len(boxes)
+        boxes_o, scores_o, labels_o = _pair_detections(result, expected)
+        torch.testing.assert_close(labels_o, labels)
+        torch.testing.assert_close(boxes_o, boxes, atol=1e-2, rtol=0)
+        torch.testing.assert_close(scores_o, scores, atol=1e-4, rtol=0)
+    else:
+        logits, seg_map = expected
+        assert_fused_close(torch.as_tensor(result[0]), logits)
+        agree = (torch.as_tensor(result[1]) == seg_map).double().mean().item()
+        assert agree >= 0.999
+        assert len(seg_map.unique()) > 1, 'the test model should predict several classes'
+
+
+def test_onnx_graph_holds_the_post_processing(exported):
+    graph = onnx.load(str(exported['out'] / 'model.onnx')).graph
+    ops = {n.op_type for n in graph.node}
+    if exported['case'] == 'det':
+        assert 'NonMaxSuppression' in ops  # NMS is inside the graph
+        assert 'TopK' in ops
+    else:
+        assert 'ArgMax' in ops and 'Resize' in ops
+    assert not any('rbr_' in init.name for init in graph.initializer)
+
+
+def test_inferencers_run_on_the_pair(exported, tmp_path):
+    import mmcv
+    out, case = exported['out'], exported['case']
+    image = ex.make_image((90, 120), seed=3)[0].permute(1, 2, 0).numpy().astype(np.uint8)
+    path = str(tmp_path / 'image.jpg')
+    mmcv.imwrite(image, path)
+    if case == 'det':
+        from mmdet.apis import DetInferencer
+        inferencer = DetInferencer(model=str(out / 'deploy_config.py'),
+                                   weights=str(out / 'fused.pth'), device='cpu',
+                                   show_progress=False)
+        result = inferencer(path, out_dir=str(tmp_path / 'vis'))
+        assert len(result['predictions'][0]['bboxes']) > 0
+        assert (tmp_path / 'vis' / 'vis' / 'image.jpg').is_file()
+    else:
+        from mmseg.apis import MMSegInferencer
+        inferencer = MMSegInferencer(model=str(out / 'deploy_config.py'),
+                                     weights=str(out / 'fused.pth'), device='cpu')
+        result = inferencer(path, out_dir=str(tmp_path / 'vis'))
+        assert result['predictions'].shape == (90, 120)
+        assert (tmp_path / 'vis' / 'vis' / 'image.jpg').is_file()
+    assert inferencer.model.backbone.deployed
+    assert list(inferencer.model.dataset_meta['classes']) == CASES[case]['classes']
+
+
+# ---------------------------------------------------------------------------- refusals
+def _run_refused(case: str, ckpt: Path, out: Path, capsys) -> str:
+    h, w = CASES[case]['size']
+    code = _tool().main([str(CASES[case]['config']), str(ckpt), '--out-dir', str(out),
+                         '--input-size', str(h), str(w)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert not out.exists(), 'a refused export must not write anything'
+    lines = [line for line in err.strip().splitlines() if line.startswith('export:')]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_mismatched_checkpoint_is_refused_with_one_sentence(tmp_path, capsys):
+    cfg = ex.load_config(CASES['det']['config'])
+    cfg.model.backbone.arch = 's1'  # an S1 detector's checkpoint for the S0 config
+    channels = tuple(mobileone_dense.stage_channels('s1', (3, 4)))
+    cfg.model.neck.in_channels = channels
+    cfg.model.neck.out_channels = channels + tuple(cfg.model.neck.out_channels[2:])
+    cfg.model.bbox_head.in_channels = cfg.model.neck.out_channels
+    wrong = ex.build_model(cfg)
+    ckpt = _save_checkpoint(wrong, 'det', tmp_path / 's1.pth')
+    line = _run_refused('det', ckpt, tmp_path / 'out', capsys)
+    assert 'does not fit SingleStageDetector' in line
+    assert 'shape mismatches' in line and 'backbone.stage0.rbr_conv.0.conv.weight' in line
+
+
+def test_already_fused_checkpoint_is_refused(exported, tmp_path, capsys):
+    line = _run_refused(exported['case'], exported['out'] / 'fused.pth', tmp_path / 'out',
+                        capsys)
+    assert 'is already fused' in line and 'deploy=True' in line
+
+
+def test_fusion_that_changes_outputs_writes_nothing(tmp_path, capsys, monkeypatch):
+    model = _train_time_model('seg')
+    ckpt = _save_checkpoint(model, 'seg', tmp_path / 'epoch_3.pth')
+    fuse = ex.reparameterize_model
+
+    def broken_fuse(m):
+        fused = fuse(m)
+        with torch.no_grad():
+            fused.backbone.stage2[3].reparam_conv.bias.add_(0.5)  # a fusion bug
+        return fused
+    monkeypatch.setattr(ex, 'reparameterize_model', broken_fuse)
+    line = _run_refused('seg', ckpt, tmp_path / 'out', capsys)
+    assert 'differs from the train-time model beyond float tolerance' in line
+    assert 'nothing was written' in line
