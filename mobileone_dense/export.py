@@ -458,7 +458,7 @@ def _quiet_exporter():
 
 
 def export_onnx(wrapper: nn.Module, image: Tensor, path: str | Path,
-                output_names: Sequence[str]) -> Path:
+                output_names: Optional[Sequence[str]] = None) -> Path:
     """Write ``wrapper`` as a single-file ONNX model (fixed input size, batch 1)."""
     path = Path(path)
     try:
@@ -470,7 +470,8 @@ def export_onnx(wrapper: nn.Module, image: Tensor, path: str | Path,
     with _quiet_exporter(), torch.no_grad():
         program = torch.onnx.export(
             wrapper, (image, ), dynamo=True, input_names=['image'],
-            output_names=list(output_names), opset_version=ONNX_OPSET, verbose=False,
+            output_names=list(output_names) if output_names else None,
+            opset_version=ONNX_OPSET, verbose=False,
             custom_translation_table={torch.ops.mobileone_dense.nms.default: _nms_onnx})
         program.save(str(path), external_data=False)
     return path
