@@ -235,3 +235,17 @@ def test_fusion_that_changes_outputs_writes_nothing(tmp_path, capsys, monkeypatc
     line = _run_refused('seg', ckpt, tmp_path / 'out', capsys)
     assert 'differs from the train-time model beyond float tolerance' in line
     assert 'nothing was written' in line
+
+
+def test_s4_squeeze_excite_exports(tmp_path):
+    train = calibrate_bn(mobileone_dense.MobileOne('s4', out_indices=(3, 4)), size=64)
+    fused = mobileone_dense.reparameterize_model(train)
+    image = torch.randn(1, 3, 64, 96)
+    path = ex.export_onnx(fused, image, tmp_path / 's4.onnx', ['stage3', 'stage4'])
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert 'Sigmoid' in ops and ({'ReduceMean', 'GlobalAveragePool'} & ops)
+    result = ex.ort_session(path).run(None, {'image': image.numpy()})
+    with torch.no_grad():
+        expected = train(image)
+    for a, e in zip(result, expected):
+        assert_fused_close(torch.as_tensor(a), e)
