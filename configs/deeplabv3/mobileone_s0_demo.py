@@ -1,0 +1,68 @@
+# DeepLabV3-MobileOne-S0 on the synthetic scenes of tools/make_demo_data.py (`make demo`),
+# trained from scratch (nothing is downloaded) in a few minutes on 2 CPU cores.
+# What differs from the paper configs, all to fit that budget: 128x128 inputs, a 128-channel
+# ASPP with rates scaled to the small feature map, AdamW at a from-scratch lr, a short cosine
+# schedule, and an EMA momentum sized to a few hundred iterations.
+#
+# data/demo/ (python tools/make_demo_data.py):
+#   images/{train,val}/*.jpg   masks/{train,val}/*.png (0 background, 1..5 shapes)
+#   splits/{train,val}.txt
+_base_ = '../_base_/deeplabv3_mobileone.py'
+data_layout = ('DATA_ROOT/images/{train,val}/*.jpg, DATA_ROOT/masks/{train,val}/*.png and '
+               'DATA_ROOT/splits/{train,val}.txt, written by "python tools/make_demo_data.py"')
+
+size = 128
+classes = ('background', 'ellipse', 'rectangle', 'triangle', 'star', 'cross')
+palette = [[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200],
+           [245, 130, 48]]
+model = dict(
+    data_preprocessor=dict(size=(size, size)),
+    backbone=dict(init_cfg=None),
+    decode_head=dict(channels=128, dilations=(1, 3, 6, 9), num_classes=len(classes)),
+    auxiliary_head=dict(channels=64, num_classes=len(classes)))
+
+demo = dict(type='BaseSegDataset', data_root='data/demo', img_suffix='.jpg',
+            seg_map_suffix='.png', reduce_zero_label=False,
+            metainfo=dict(classes=classes, palette=palette))
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations'),
+    dict(type='RandomResize', scale=(size, size), ratio_range=(0.75, 1.5), keep_ratio=True),
+    dict(type='RandomCrop', crop_size=(size, size)),
+    dict(type='RandomFlip', prob=0.5),
+    dict(type='PackSegInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=(size, size), keep_ratio=True),
+    dict(type='LoadAnnotations'),
+    dict(type='PackSegInputs'),
+]
+train_dataloader = dict(
+    batch_size=8, num_workers=1, persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=True),
+    dataset=dict(**demo, ann_file='splits/train.txt', pipeline=train_pipeline,
+                 data_prefix=dict(img_path='images/train', seg_map_path='masks/train')))
+val_dataloader = dict(
+    batch_size=1, num_workers=1, persistent_workers=True,
+    sampler=dict(type='DefaultSampler', shuffle=False),
+    dataset=dict(**demo, ann_file='splits/val.txt', pipeline=test_pipeline,
+                 data_prefix=dict(img_path='images/val', seg_map_path='masks/val')))
+test_dataloader = val_dataloader
+val_evaluator = dict(type='IoUMetric', iou_metrics=['mIoU'])
+test_evaluator = val_evaluator
+
+max_epochs = 8
+train_cfg = dict(max_epochs=max_epochs, val_interval=max_epochs)
+optim_wrapper = dict(optimizer=dict(lr=2e-3))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=100),
+    dict(type='CosineAnnealingLR', eta_min_ratio=0.01, by_epoch=True, begin=0, end=max_epochs,
+         T_max=max_epochs, convert_to_iter_based=True),
+]
+custom_hooks = [
+    dict(type='EMAHook', ema_type='ExponentialMovingAverage', momentum=0.02,
+         update_buffers=True, priority=49)
+]
+default_hooks = dict(logger=dict(interval=25),
+                     checkpoint=dict(interval=max_epochs, save_best=None, max_keep_ckpts=1))
