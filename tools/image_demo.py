@@ -1,0 +1,112 @@
+"""Draw a trained model's predictions on images: boxes with class names and scores (mmdet
+configs) or a coloured mask overlay (mmseg configs), as PNG files.
+
+    python tools/image_demo.py IMG_OR_FOLDER CONFIG CHECKPOINT [--out-dir outputs]
+                               [--score-thr 0.3] [--device cpu]
+
+Runs on CPU by default and never downloads anything (the checkpoint holds every weight).
+Writes OUT_DIR/<image name>.png for every image (a folder is read non-recursively).
+"""
+import argparse
+import sys
+from pathlib import Path
+
+from mobileone_dense.utils import cli
+
+IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('inputs', help='an image file or a folder of images')
+    parser.add_argument('config', help='the config the model was trained with')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--out-dir', default='outputs', help='where the PNGs go (%(default)s)')
+    parser.add_argument('--score-thr', type=float, default=0.3,
+                        help='boxes scoring below this are not drawn (%(default)s)')
+    parser.add_argument('--device', default='cpu', help='cpu or cuda:N (%(default)s)')
+    return parser.parse_args(argv)
+
+
+def list_images(inputs: str) -> list[Path]:
+    path = Path(inputs)
+    if path.is_dir():
+        images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not images:
+            raise cli.UsageError(f'Folder {path} holds no images ({", ".join(IMAGE_SUFFIXES)}).')
+        return images
+    if not path.is_file():
+        raise cli.UsageError(f'Image or folder {path} does not exist: check the path.')
+    return [path]
+
+
+def read_image(path: Path):
+    """The image as a BGR array (what the pipelines expect), or one sentence saying it cannot
+    be read."""
+    import mmcv
+    try:
+        image = mmcv.imread(str(path))
+    except Exception as e:  # mmcv raises assorted errors for corrupt files
+        image, reason = None, f' ({e})'
+    else:
+        reason = ''
+    if image is None:
+        raise cli.UsageError(f'{path} is not a readable image{reason}: pass a JPEG or PNG file.')
+    return image
+
+
+def build(cfg, checkpoint: str, device: str):
+    """The model and a visualizer with its class names, for mmdet or mmseg configs."""
+    if cfg.get('default_scope') == 'mmseg':
+        from mmseg.apis import inference_model, init_model
+        from mmseg.visualization import SegLocalVisualizer
+        model = init_model(cfg, checkpoint, device=device)  # drops backbone init_cfg
+        meta = model.dataset_meta
+        visualizer = SegLocalVisualizer(name='image_demo', alpha=0.5)
+        visualizer.set_dataset_meta(classes=meta['classes'], palette=meta.get('palette'))
+        return model, visualizer, lambda img: inference_model(model, img)
+    from mmdet.apis import inference_detector, init_detector
+    from mmdet.visualization import DetLocalVisualizer
+    if cfg.model.get('backbone', {}).get('init_cfg') is not None:
+        cfg.model.backbone.init_cfg = None  # the checkpoint has every weight; no download
+    model = init_detector(cfg, checkpoint, device=device)
+    visualizer = DetLocalVisualizer(name='image_demo')
+    visualizer.dataset_meta = model.dataset_meta
+    return model, visualizer, lambda img: inference_detector(model, img)
+
+
+def summary(result, classes, score_thr: float) -> str:
+    if hasattr(result, 'pred_instances'):
+        keep = result.pred_instances.scores >= score_thr
+        labels = result.pred_instances.labels[keep].tolist()
+        counts = {classes[i]: labels.count(i) for i in sorted(set(labels))}
+        return ', '.join(f'{n} {c}' for c, n in counts.items()) or 'no boxes'
+    present = result.pred_sem_seg.data.unique().tolist()
+    return 'classes ' + ', '.join(classes[i] for i in present if i < len(classes))
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    images = list_images(args.inputs)
+    for path in images:
+        read_image(path)  # fail on a bad file before building the model
+    cfg = cli.load_config(args.config)
+    cli.check_file(args.checkpoint, 'Checkpoint')
+    model, visualizer, infer = build(cfg, args.checkpoint, args.device)
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    classes = model.dataset_meta['classes']
+    for path in images:
+        image = read_image(path)
+        result = infer(image)
+        out_file = out_dir / f'{path.stem}.png'
+        kwargs = dict(pred_score_thr=args.score_thr) if hasattr(result, 'pred_instances') else {}
+        visualizer.add_datasample(path.name, image[..., ::-1], data_sample=result, draw_gt=False,
+                                  show=False, out_file=str(out_file), **kwargs)
+        print(f'{path} -> {out_file}: {summary(result, classes, args.score_thr)}', flush=True)
+    print(f'drew {len(images)} image(s) into {out_dir}/', flush=True)
+
+
+if __name__ == '__main__':
+    sys.exit(cli.run_tool(main))

@@ -1,0 +1,95 @@
+"""Evaluate a trained detector (COCO box mAP) or segmentor (mIoU) on the config's test split.
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--show-dir DIR] [--out FILE.pkl]
+                         [--cfg-options KEY=VALUE ...]
+
+The metric is the config's ``test_evaluator`` (mmdet's ``CocoMetric`` for the SSDLite configs,
+printed as pycocotools' usual table). The metrics are also written, as JSON, to
+``WORK_DIR/test_metrics.json``. ``--show-dir`` draws every prediction into that folder;
+``--out`` pickles the raw predictions. Nothing is downloaded: the checkpoint holds all weights.
+"""
+import argparse
+import json
+import os
+import os.path as osp
+import sys
+
+from mmengine.config import DictAction
+
+from mobileone_dense.utils import cli
+from mobileone_dense.utils.data_check import check_datasets
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('config', help='test config file')
+    parser.add_argument('checkpoint', help='checkpoint file (tools/train.py writes them)')
+    parser.add_argument('--work-dir', help='where logs and test_metrics.json go')
+    parser.add_argument('--show-dir', help='draw the predictions into this folder')
+    parser.add_argument('--out', help='pickle the raw predictions to this .pkl file')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
+                        help='override config entries, e.g. test_dataloader.batch_size=1')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none')
+    parser.add_argument('--local-rank', '--local_rank', type=int, default=0,
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
+        raise cli.UsageError(f'--out {args.out} must end in .pkl: the predictions are pickled.')
+    return args
+
+
+def show_predictions(cfg, show_dir: str) -> None:
+    """Switch on the config's visualization hook so that it draws into ``show_dir``."""
+    hook = cfg.get('default_hooks', {}).get('visualization')
+    if hook is None:
+        raise cli.UsageError("--show-dir needs default_hooks.visualization in the config, e.g. "
+                             "visualization=dict(type='DetVisualizationHook').")
+    hook['draw'] = True
+    if cfg.get('default_scope') == 'mmseg':  # SegVisualizationHook saves through the visualizer
+        cfg.visualizer['save_dir'] = show_dir
+        hook['interval'] = 1
+    else:
+        hook['test_out_dir'] = osp.abspath(show_dir)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = cli.load_config(args.config, args.cfg_options)
+    cli.check_file(args.checkpoint, 'Checkpoint')
+    cfg.launcher = args.launcher
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg.load_from = args.checkpoint
+    if cfg.model.get('backbone', {}).get('init_cfg') is not None:
+        cfg.model.backbone.init_cfg = None  # the checkpoint has every weight; no download
+    if args.show_dir:
+        show_predictions(cfg, args.show_dir)
+    check_datasets(cfg, ['test_dataloader'])
+    cli.setup_cpu_distributed(cfg, args.launcher)
+
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    if args.out is not None:
+        if cfg.get('default_scope') == 'mmdet':
+            from mmdet.evaluation import DumpDetResults as Dump
+        else:
+            from mmengine.evaluator import DumpResults as Dump
+        runner.test_evaluator.metrics.append(Dump(out_file_path=args.out))
+    metrics = runner.test()
+
+    if runner.rank == 0:
+        path = osp.join(cfg.work_dir, 'test_metrics.json')
+        with open(path, 'w') as f:
+            json.dump(dict(config=args.config, checkpoint=args.checkpoint, metrics=metrics), f,
+                      indent=2)
+        print(f'metrics written to {path}', flush=True)
+        if args.show_dir:
+            print(f'pictures drawn under {args.show_dir}', flush=True)
+
+if __name__ == '__main__':
+    sys.exit(cli.run_tool(main))
