@@ -5,7 +5,9 @@ as a long traceback. :func:`check_datasets` reads the dataloaders' ``data_root``
 and ``data_prefix`` (through dataset wrappers such as ``RepeatDataset`` and ``ConcatDataset``),
 the way mmengine's ``BaseDataset`` joins them, and raises :class:`DatasetNotFoundError` with one
 sentence naming the first missing path and how to get the data. It serves mmdet and mmseg
-configs alike.
+configs alike; for mmseg configs it first runs
+:func:`mobileone_dense.datasets.check_segmentation_data`, whose sentences also spell out the
+VOC/ADE20k/demo folder layouts.
 """
 from __future__ import annotations
 
@@ -93,6 +95,9 @@ def check_datasets(cfg: Mapping, dataloaders: Sequence[str]) -> None:
         dataloaders: Keys of the config to check, e.g. ``('train_dataloader',
             'val_dataloader')``; absent or ``None`` entries are skipped.
     """
+    if cfg.get('default_scope') == 'mmseg':
+        from ..datasets import check_segmentation_data
+        check_segmentation_data(cfg, splits=tuple(n.split('_')[0] for n in dataloaders))
     for name in dataloaders:
         loader = cfg.get(name)
         if not isinstance(loader, Mapping) or not isinstance(loader.get('dataset'), Mapping):

@@ -1,0 +1,83 @@
+"""Training survives a SIGKILL (resume from the last checkpoint) and runs data-parallel on CPU
+(two processes, gloo), through tools/train.py and tools/dist_train.sh on tiny demo data."""
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import torch
+from tools_helpers import ROOT, make_demo_data, run_tool, tool_env, write_tiny_config
+
+import mobileone_dense  # noqa: F401  (lets torch's safe loading read mmengine checkpoints)
+
+TRAIN = ROOT / 'tools' / 'train.py'
+
+
+def _iterations(log: str, total: int) -> list[int]:
+    return [int(n) for n in re.findall(rf'Iter\(train\) \[\s*(\d+)/{total}\]', log)]
+
+
+def _checkpoint_iter(path) -> int:
+    return torch.load(path, map_location='cpu', weights_only=True)['meta']['iter']
+
+
+def test_sigkill_then_resume_loses_at_most_one_interval(tmp_path):
+    total, interval = 30, 3
+    config = write_tiny_config(tmp_path / 'tiny.py', make_demo_data(tmp_path / 'demo'),
+                               iters=total, interval=interval)
+    work = tmp_path / 'work'
+    last = work / 'last_checkpoint'  # mmengine writes it once a checkpoint file is complete
+    proc = subprocess.Popen([sys.executable, str(TRAIN), str(config), '--work-dir', str(work)],
+                            cwd=ROOT, env=tool_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (last.is_file() and 'iter_' in last.read_text()):
+            assert proc.poll() is None, 'training ended before it could be killed'
+            assert time.monotonic() < deadline, 'no checkpoint within 60 s'
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the trainer and any dataloader worker
+    killed_log = proc.communicate(timeout=30)[0]
+    assert proc.returncode == -signal.SIGKILL
+    saved = int(re.search(r'iter_(\d+)\.pth', last.read_text()).group(1))
+    reached = max(_iterations(killed_log, total))
+    assert 0 < saved <= reached < total
+    assert reached - saved <= interval  # at most one checkpoint interval is lost
+
+    resumed = run_tool(TRAIN, config, '--work-dir', work, '--resume')
+    log = resumed.stdout + resumed.stderr
+    assert resumed.returncode == 0, log[-3000:]
+    assert f'resumed epoch: 0, iter: {saved}' in log
+    done = _iterations(log, total)
+    assert done[0] == saved + 1 and done[-1] == total
+    assert _checkpoint_iter(work / f'iter_{total}.pth') == total
+    assert (work / 'last_checkpoint').read_text().strip().endswith(f'iter_{total}.pth')
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_ddp_on_cpu(tmp_path):
+    config = write_tiny_config(tmp_path / 'tiny.py', make_demo_data(tmp_path / 'demo'),
+                               iters=4, interval=4)
+    work = tmp_path / 'work'
+    env = dict(tool_env(), PORT=str(_free_port()), PYTHON=sys.executable)
+    result = subprocess.run(['bash', str(ROOT / 'tools/dist_train.sh'), str(config), '2',
+                             '--work-dir', str(work)], cwd=ROOT, env=env, capture_output=True,
+                            text=True, timeout=180)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:]
+    assert 'Distributed training: True' in log and 'GPU number: 2' in log
+    assert 'Distributed training is not used' not in log
+    assert _iterations(log, 4)[-1] == 4
+    checkpoint = torch.load(work / 'iter_4.pth', map_location='cpu', weights_only=True)
+    assert checkpoint['meta']['iter'] == 4
+    # the model was saved unwrapped (no DDP 'module.' prefix), so tools/test.py can read it
+    assert not any(k.startswith('module.') for k in checkpoint['state_dict'])
