@@ -249,3 +249,30 @@ def test_s4_squeeze_excite_exports(tmp_path):
         expected = train(image)
     for a, e in zip(result, expected):
         assert_fused_close(torch.as_tensor(a), e)
+
+
+# ---------------------------------------------------------------------- benchmark pieces
+def test_macs_are_counted_by_ptflops():
+    from mobileone_dense.benchmark.export import count_macs
+    train = mobileone_dense.MobileOne('s0', out_indices=(4, )).eval()
+    fused = mobileone_dense.reparameterize_model(train)
+    image = torch.rand(1, 3, 224, 224)
+    macs_fused, macs_train = count_macs(fused, image), count_macs(train, image)
+    # The paper's Table 9: 275 M for S0 at 224 (convs only; ptflops adds the bias additions).
+    assert 0.27e9 < macs_fused < 0.285e9
+    assert macs_train > 3 * macs_fused  # k = 4 conv branches plus the 1x1 scale branches
+
+
+def test_latency_picture_is_drawn(tmp_path):
+    from mobileone_dense.benchmark.export import draw
+    rows = []
+    for group, size in (('backbone', 224), ('ssdlite', 320)):
+        for i, model in enumerate(('s0', 's1', 'MobileNetV2')):
+            reparam = model != 'MobileNetV2'
+            rows.append(dict(group=group, model=model, size=size, reparam=reparam,
+                             params_train_m=2.0 + i + reparam, params_fused_m=2.0 + i,
+                             train_ms=30.0 + i, fused_ms=20.0 + i, onnx_ms=10.0 + i))
+    path = draw(rows, tmp_path / 'latency.png')
+    from PIL import Image
+    with Image.open(path) as image:
+        assert image.size[0] > 2 * image.size[1] > 500  # two panels side by side
