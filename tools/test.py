@@ -85,8 +85,9 @@ def main(argv=None):
     if runner.rank == 0:
         path = osp.join(cfg.work_dir, 'test_metrics.json')
         with open(path, 'w') as f:
+            # mmseg's IoUMetric reports numpy floats, which json cannot write as they are.
             json.dump(dict(config=args.config, checkpoint=args.checkpoint, metrics=metrics), f,
-                      indent=2)
+                      indent=2, default=float)
         print(f'metrics written to {path}', flush=True)
         if args.show_dir:
             print(f'pictures drawn under {args.show_dir}', flush=True)
