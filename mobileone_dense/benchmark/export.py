@@ -371,7 +371,8 @@ def draw(rows: list[dict], path: str | Path, stat: str = 'median') -> Path:
         ax.set_xlabel('parameters (M)')
         ax.set_ylabel(f'latency, batch 1 (ms, {stat}, log scale)')
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc='upper left')
+        ax.margins(y=0.15)
+        ax.legend(fontsize=8, loc='lower right')
     fig.suptitle(f'MobileOne: train-time vs fused, PyTorch vs ONNX Runtime '
                  f'({torch.get_num_threads()} CPU threads)', fontsize=11)
     fig.tight_layout()
