@@ -7,9 +7,16 @@ Two measurements, each taken side by side in one run (models interleaved, median
   filtering and NMS), for the train-time model and the fused one. Fused means what a deployment
   does: MobileOne blocks reparameterized (:func:`~mobileone_dense.reparameterize_model`) and
   every remaining conv+BN pair folded (mmcv's ``fuse_conv_bn``, as mmdet's test tool does with
-  ``--fuse-conv-bn``); the MobileNetV2 peer gets the same BN folding. Untrained weights score
-  every box alike, so the score threshold is 0 by default: NMS always sees its full
-  ``nms_pre`` candidates, the load of a trained model, and equal for every model;
+  ``--fuse-conv-bn``); the MobileNetV2 peer gets the same BN folding.
+  The post-processing is the same code for every model on head outputs of the same shapes (same
+  anchors, classes and levels), but its cost depends on the values: how many boxes pass the
+  score threshold and how many NMS keeps. With untrained weights those values are arbitrary and
+  shift the totals by several milliseconds from one random initialisation to the next. So every
+  model computes its own head outputs (their cost counts) and then post-processes one shared
+  set of outputs (the peer's, through a forward hook on the head), at score threshold 0 by
+  default: NMS sees its full ``nms_pre`` candidates per level, equally for every model;
+* network latency: ``model._forward`` on the preprocessed tensor (backbone, neck and head, no
+  post-processing), the part that differs between the models;
 * training throughput (images/s): ``model.train_step`` (preprocessing, forward, loss, backward
   and an SGD step) on a batch of random images with boxes.
 
@@ -144,11 +151,26 @@ def run(args: argparse.Namespace) -> dict:
     print(f'SSDLite end-to-end latency at {args.size}x{args.size}, batch 1 (preprocessing, '
           f'network, NMS), {torch.get_num_threads()} threads, {args.rounds} interleaved rounds')
     data = _inputs(args.size, 1, 80)
+    peer = fused[PEER]
+    with torch.no_grad():
+        tensor = peer.data_preprocessor(data, False)['inputs']
+        shared = peer._forward(tensor)  # the head outputs every model post-processes
+
+    def replace_outputs(module, inputs, output):
+        return shared
+
     fns = {}
     for name in configs:
         fns[f'{name} train-time'] = lambda m=models[name]: m.test_step(data)
         fns[f'{name} fused'] = lambda m=fused[name]: m.test_step(data)
-    latency = time_side_by_side(fns, rounds=args.rounds, warmup=args.warmup)
+        fns[f'{name} fused network'] = lambda m=fused[name]: m._forward(tensor)
+    hooks = [m.bbox_head.register_forward_hook(replace_outputs)
+             for group in (models, fused) for m in group.values()]
+    try:
+        latency = time_side_by_side(fns, rounds=args.rounds, warmup=args.warmup)
+    finally:
+        for hook in hooks:
+            hook.remove()
 
     throughput = {}
     if args.train_rounds > 0:
@@ -166,20 +188,26 @@ def run(args: argparse.Namespace) -> dict:
                       for n, t in timed.items()}
 
     peer_fused = latency[f'{PEER} fused']['median_ms']
+    peer_network = latency[f'{PEER} fused network']['median_ms']
     rows, table = [], []
     for name in configs:
         train_ms = latency[f'{name} train-time']['median_ms']
         fused_ms = latency[f'{name} fused']['median_ms']
+        network_ms = latency[f'{name} fused network']['median_ms']
         row = dict(model=f'SSDLite-{name}', params_m=params[name], train_time_ms=train_ms,
                    fused_ms=fused_ms, fused_vs_mobilenetv2=fused_ms / peer_fused,
+                   fused_network_ms=network_ms,
+                   fused_network_vs_mobilenetv2=network_ms / peer_network,
                    fused_max_deviation=deviation[name])
         if throughput:
             row['train_images_per_s'] = throughput[name]['images_per_s']
         rows.append(row)
         table.append([row['model'], row['params_m'], train_ms, fused_ms,
-                      row['fused_vs_mobilenetv2']]
+                      row['fused_vs_mobilenetv2'], network_ms,
+                      row['fused_network_vs_mobilenetv2']]
                      + ([row['train_images_per_s']] if throughput else []))
-    header = ['detector', 'params (M, fused)', 'train-time ms', 'fused ms', 'fused / MNV2']
+    header = ['detector', 'params (M, fused)', 'train-time ms', 'fused ms', 'fused / MNV2',
+              'fused network ms', 'network / MNV2']
     header += [f'train img/s (batch {args.train_batch})'] if throughput else []
     text = format_table(header, table)
     print(text)
