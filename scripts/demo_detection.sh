@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 py="${PYTHON:-.venv/bin/python}"
-config=configs/ssdlite/mobileone_s0_demo.py
+config=configs/ssdlite/mobileone_mu0_demo.py
 work="${WORK_DIR:-work_dirs/demo_detection}"
 data="${DEMO_DATA:-data/demo}"
 procs="${DEMO_PROCS:-2}"

@@ -69,5 +69,5 @@ def test_missing_ade20k_names_its_layout(tmp_path):
 
 def test_demo_config_states_its_own_layout(tmp_path):
     with pytest.raises(DatasetNotFoundError) as e:
-        check_segmentation_data(_cfg('mobileone_s0_demo.py'), root=tmp_path)
+        check_segmentation_data(_cfg('mobileone_mu0_demo.py'), root=tmp_path)
     assert 'python tools/make_demo_data.py' in _message(e)

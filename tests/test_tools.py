@@ -3,7 +3,9 @@ errors of missing data, files and unreachable weights."""
 import json
 
 import pytest
+import torch
 from mmengine.config import Config
+from mmengine.fileio import load
 from tools_helpers import ROOT, call_tool, error_line, make_demo_data, run_tool, write_tiny_config
 
 from mobileone_dense.utils.data_check import DatasetNotFoundError, check_datasets
@@ -105,7 +107,7 @@ def test_check_datasets_names_the_path_and_the_fix(tmp_path, monkeypatch):
             r'train_dataloader\.dataset\) does not exist: download .*cocodataset\.org.* or '
             r'point train_dataloader\.dataset\.data_root at your copy')):
         check_datasets(cfg, ['train_dataloader'])
-    demo = Config.fromfile(str(ROOT / 'configs/ssdlite/mobileone_s0_demo.py'))
+    demo = Config.fromfile(str(ROOT / 'configs/ssdlite/mobileone_mu0_demo.py'))
     with pytest.raises(DatasetNotFoundError, match=r'tools/make_demo_data\.py'):
         check_datasets(demo, ['test_dataloader'])
 
@@ -124,3 +126,31 @@ def test_check_datasets_walks_wrappers(tmp_path):
         check_datasets(cfg, ['train_dataloader', 'val_dataloader'])
     cfg['train_dataloader']['dataset']['dataset']['datasets'] = [good]
     check_datasets(cfg, ['train_dataloader', 'val_dataloader'])
+
+
+def test_test_tool_runs_on_an_exported_pair(tiny, tmp_path):
+    """tools/export.py's fused.pth + deploy_config.py go through tools/test.py unchanged and
+    give the train-time checkpoint's predictions and metrics."""
+    deploy = tmp_path / 'deploy'
+    result = run_tool(ROOT / 'tools/export.py', tiny['config'], tiny['checkpoint'],
+                      '--out-dir', deploy, '--input-size', 64, 64)
+    assert result.returncode == 0, result.stderr[-3000:]
+    every_box = ('--cfg-options', 'model.test_cfg.score_thr=0.0')  # NMS sees every candidate
+    preds, metrics = {}, {}
+    for name, config, checkpoint in (('train', tiny['config'], tiny['checkpoint']),
+                                     ('fused', deploy / 'deploy_config.py',
+                                      deploy / 'fused.pth')):
+        work = tmp_path / name
+        result = run_tool(TEST, config, checkpoint, '--work-dir', work, '--out',
+                          work / 'preds.pkl', *every_box)
+        assert result.returncode == 0, result.stderr[-3000:]
+        preds[name] = load(work / 'preds.pkl')
+        metrics[name] = json.loads((work / 'test_metrics.json').read_text())['metrics']
+    assert len(preds['fused']) == len(preds['train']) == 4
+    for fused, train in zip(preds['fused'], preds['train']):
+        assert fused['img_path'] == train['img_path']
+        scores = [torch.sort(p['pred_instances']['scores'], descending=True).values
+                  for p in (fused, train)]
+        assert len(scores[1]) > 10, 'score_thr 0 should keep many boxes'
+        torch.testing.assert_close(scores[0], scores[1], atol=1e-4, rtol=0)
+    assert metrics['fused'] == pytest.approx(metrics['train'], abs=1e-3)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMO_CONFIG = ROOT / 'configs/ssdlite/mobileone_s0_demo.py'
+DEMO_CONFIG = ROOT / 'configs/ssdlite/mobileone_mu0_demo.py'
 SIZE = 64
 
 TINY_CONFIG = """
