@@ -35,7 +35,7 @@ fi
 
 # One thread per process: two processes on two cores beat one process with two threads.
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-echo "demo-seg: training $config from scratch ($procs process(es), about 7 minutes on 2 cores)"
+echo "demo-seg: training $config from scratch ($procs process(es), about 8 minutes on 2 cores)"
 rm -rf "$work"
 if [ "$procs" -gt 1 ]; then
   PYTHON="$py" PORT="${PORT:-29518}" nice -n 5 bash tools/dist_train.sh "$config" "$procs" \
