@@ -38,7 +38,7 @@ fi
 # One thread per process: two processes on two cores beat one process with two threads, and
 # oversubscribed OpenMP threads crawl when the machine is busy.
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-echo "demo-det: training $config from scratch ($procs process(es), about 9 minutes on 2 cores)"
+echo "demo-det: training $config from scratch ($procs process(es), about 10 minutes on 2 cores)"
 rm -rf "$work"
 if [ "$procs" -gt 1 ]; then
   PYTHON="$py" PORT="${PORT:-29517}" nice -n 5 bash tools/dist_train.sh "$config" "$procs" \

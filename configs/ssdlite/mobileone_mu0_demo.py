@@ -1,5 +1,5 @@
 # SSDLite-MobileOne-mu0 on the synthetic scenes of tools/make_demo_data.py (`make demo`),
-# trained from scratch (nothing is downloaded) in about 8 minutes on 2 CPU cores, two processes.
+# trained from scratch (nothing is downloaded) in about 10 minutes on 2 CPU cores, two processes.
 # The model is the paper's SSDLite (stride-16/32 backbone outputs, four more neck levels,
 # depthwise-separable head) on the smallest variant, mu0, which learns faster per minute of CPU
 # than S0 or mu1. What else differs, all to fit the budget: 256x256 inputs, anchors sized to the
@@ -51,7 +51,7 @@ test_dataloader = val_dataloader
 val_evaluator = dict(ann_file='data/demo/annotations/instances_val.json')
 test_evaluator = val_evaluator
 
-max_iters = 700
+max_iters = 750
 train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=max_iters,
                  val_interval=max_iters + 1)  # evaluated by tools/test.py afterwards
 optim_wrapper = dict(optimizer=dict(lr=0.05, momentum=0.9, weight_decay=4e-5))
