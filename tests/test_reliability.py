@@ -3,13 +3,12 @@
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import torch
-from tools_helpers import ROOT, make_demo_data, run_tool, tool_env, write_tiny_config
+from tools_helpers import ROOT, free_port, make_demo_data, run_tool, tool_env, write_tiny_config
 
 import mobileone_dense  # noqa: F401  (lets torch's safe loading read mmengine checkpoints)
 
@@ -58,17 +57,12 @@ def test_sigkill_then_resume_loses_at_most_one_interval(tmp_path):
     assert (work / 'last_checkpoint').read_text().strip().endswith(f'iter_{total}.pth')
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
 
 def test_two_process_ddp_on_cpu(tmp_path):
     config = write_tiny_config(tmp_path / 'tiny.py', make_demo_data(tmp_path / 'demo'),
                                iters=4, interval=4)
     work = tmp_path / 'work'
-    env = dict(tool_env(), PORT=str(_free_port()), PYTHON=sys.executable)
+    env = dict(tool_env(), PORT=str(free_port()), PYTHON=sys.executable)
     result = subprocess.run(['bash', str(ROOT / 'tools/dist_train.sh'), str(config), '2',
                              '--work-dir', str(work)], cwd=ROOT, env=env, capture_output=True,
                             text=True, timeout=180)

@@ -3,20 +3,14 @@ mobileone_mu0_demo.py trains in two CPU processes (BN, not SyncBN), tools/test.p
 with per-class IoU, and tools/image_demo.py draws mask overlays."""
 import json
 import re
-import socket
 import subprocess
 import sys
 
-from tools_helpers import ROOT, make_demo_data, run_tool, tool_env
+from tools_helpers import ROOT, free_port, make_demo_data, run_tool, tool_env
 
 CONFIG = ROOT / 'configs/deeplabv3/mobileone_mu0_demo.py'
 CLASSES = ('background', 'ellipse', 'rectangle', 'triangle', 'star', 'cross')
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def test_segmentation_demo_trains_evaluates_and_draws(tmp_path):
@@ -25,7 +19,7 @@ def test_segmentation_demo_trains_evaluates_and_draws(tmp_path):
                *(f'{loader}.dataset.data_root={data}'
                  for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'))]
     work = tmp_path / 'work'
-    env = dict(tool_env(), PORT=str(_free_port()), PYTHON=sys.executable)
+    env = dict(tool_env(), PORT=str(free_port()), PYTHON=sys.executable)
     result = subprocess.run(['bash', str(ROOT / 'tools/dist_train.sh'), str(CONFIG), '2',
                              '--work-dir', str(work), *options], cwd=ROOT, env=env,
                             capture_output=True, text=True, timeout=300)

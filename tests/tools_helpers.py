@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +46,13 @@ default_hooks = dict(logger=dict(interval=1),
 def tool_env() -> dict:
     """The environment for a tool subprocess: one thread per process (2-core CI machines)."""
     return dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1', PYTHONUNBUFFERED='1')
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on, for a torchrun rendezvous."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
 
 
 def run_tool(*args, cwd: Path = ROOT, timeout: float = 120,
