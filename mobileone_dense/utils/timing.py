@@ -1,7 +1,15 @@
 """Latency measurement that survives a shared, noisy machine.
 
-Models are timed *side by side*: every round runs each candidate once, in a rotating order, so
-a burst of load from elsewhere hits all of them alike; we report the median of the rounds.
+Models are timed *side by side*: every round runs each candidate in a rotating order, so a
+burst of load from elsewhere hits all of them alike; we report the median of the rounds.
+
+Within a round, each candidate runs ``settle`` untimed calls right before its timed one. Thread
+pools outlive the call that woke them: PyTorch's OpenMP workers and ONNX Runtime's spinning
+workers keep two cores busy for a while after they return, and a pool that has gone to sleep
+takes time to wake. Timing the first call after a switch charged one runtime for the other's
+threads (on 2 cores, fused MobileOne-S1 read 29 ms in PyTorch and 8.7 ms in ONNX Runtime when
+interleaved call by call, against 12 ms and 5.2 ms when each ran alone); one settling call
+brings the interleaved figures back to the steady state a deployed model sees.
 """
 from __future__ import annotations
 
@@ -13,13 +21,17 @@ import torch
 
 
 def time_side_by_side(fns: Mapping[str, Callable[[], object]], rounds: int = 50,
-                      warmup: int = 5, progress: bool = True) -> dict[str, dict[str, float]]:
+                      warmup: int = 5, settle: int = 1,
+                      progress: bool = True) -> dict[str, dict[str, float]]:
     """Median, min and interquartile spread (ms) of each callable, measured interleaved.
 
     Args:
         fns: Name -> zero-argument callable (one forward pass).
         rounds: Timed runs of each callable.
         warmup: Untimed runs of each callable first.
+        settle: Untimed calls of a candidate right before each of its timed calls, so that it
+            is timed in its own steady state, not while the previous candidate's thread pool
+            still holds the cores (see the module docstring). 0 times the first call.
         progress: Print a progress line every tenth round.
     """
     names = list(fns)
@@ -31,6 +43,8 @@ def time_side_by_side(fns: Mapping[str, Callable[[], object]], rounds: int = 50,
         for r in range(rounds):
             order = names[r % len(names):] + names[:r % len(names)]
             for n in order:
+                for _ in range(settle):
+                    fns[n]()
                 start = time.perf_counter()
                 fns[n]()
                 times[n].append((time.perf_counter() - start) * 1e3)

@@ -1,0 +1,36 @@
+"""time_side_by_side on a fake clock: what it times and how it interleaves."""
+import pytest
+
+from mobileone_dense.utils import timing
+
+
+class FakeRuntimes:
+    """Candidates whose call costs 10 ms right after another candidate ran (cores still held by
+    the other's thread pool) and 1 ms when the same candidate ran just before."""
+
+    def __init__(self, monkeypatch, names):
+        self.now, self.last, self.calls = 0.0, None, []
+        monkeypatch.setattr(timing.time, 'perf_counter', lambda: self.now)
+        self.fns = {n: (lambda n=n: self.call(n)) for n in names}
+
+    def call(self, name):
+        self.now += 0.001 if self.last == name else 0.010
+        self.last = name
+        self.calls.append(name)
+
+
+@pytest.mark.parametrize('settle, expected_ms', [(1, 1.0), (2, 1.0), (0, 10.0)])
+def test_settling_calls_time_the_steady_state(monkeypatch, settle, expected_ms):
+    fake = FakeRuntimes(monkeypatch, ['torch', 'onnx', 'sgemm'])
+    result = timing.time_side_by_side(fake.fns, rounds=6, warmup=1, settle=settle,
+                                      progress=False)
+    for name in fake.fns:
+        assert result[name]['median_ms'] == pytest.approx(expected_ms)
+        assert result[name]['min_ms'] == pytest.approx(expected_ms)
+        assert fake.calls.count(name) == 1 + 6 * (1 + settle)
+
+
+def test_rounds_rotate_the_order(monkeypatch):
+    fake = FakeRuntimes(monkeypatch, ['a', 'b', 'c'])
+    timing.time_side_by_side(fake.fns, rounds=3, warmup=0, settle=0, progress=False)
+    assert fake.calls == ['a', 'b', 'c', 'b', 'c', 'a', 'c', 'a', 'b']
