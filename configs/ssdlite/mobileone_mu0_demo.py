@@ -1,10 +1,12 @@
 # SSDLite-MobileOne-mu0 on the synthetic scenes of tools/make_demo_data.py (`make demo`),
-# trained from scratch (nothing is downloaded) in about 10 minutes on 2 CPU cores, two processes.
+# trained from scratch (nothing is downloaded) in about 9 minutes on 2 CPU cores, two processes.
 # The model is the paper's SSDLite (stride-16/32 backbone outputs, four more neck levels,
 # depthwise-separable head) on the smallest variant, mu0, which learns faster per minute of CPU
 # than S0 or mu1. What else differs, all to fit the budget: 256x256 inputs, anchors sized to the
 # scenes' objects (17-155 px), no photometric/expand/crop augmentation (the generator never
-# repeats a scene), and a short warmup + cosine schedule at a from-scratch lr.
+# repeats a scene), and AdamW instead of the paper's SGD: from scratch in 750 iterations it
+# reached box mAP 0.548 where SGD (lr 0.05, momentum 0.9) reached 0.50-0.52, so 650 iterations
+# leave room under the 10 minutes.
 _base_ = '../_base_/ssdlite_mobileone_coco.py'
 
 size = 256
@@ -51,10 +53,13 @@ test_dataloader = val_dataloader
 val_evaluator = dict(ann_file='data/demo/annotations/instances_val.json')
 test_evaluator = val_evaluator
 
-max_iters = 750
+max_iters = 650
 train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=max_iters,
                  val_interval=max_iters + 1)  # evaluated by tools/test.py afterwards
-optim_wrapper = dict(optimizer=dict(lr=0.05, momentum=0.9, weight_decay=4e-5))
+optim_wrapper = dict(
+    _delete_=True, type='OptimWrapper',
+    optimizer=dict(type='AdamW', lr=3e-3, betas=(0.9, 0.999), weight_decay=0.05),
+    paramwise_cfg=dict(norm_decay_mult=0, bias_decay_mult=0))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
     dict(type='CosineAnnealingLR', by_epoch=False, begin=0, end=max_iters, T_max=max_iters,
