@@ -7,8 +7,8 @@ Within a round, each candidate runs ``settle`` untimed calls right before its ti
 pools outlive the call that woke them: PyTorch's OpenMP workers and ONNX Runtime's spinning
 workers keep two cores busy for a while after they return, and a pool that has gone to sleep
 takes time to wake. Timing the first call after a switch charged one runtime for the other's
-threads (on 2 cores, fused MobileOne-S1 read 29 ms in PyTorch and 8.7 ms in ONNX Runtime when
-interleaved call by call, against 12 ms and 5.2 ms when each ran alone); one settling call
+threads (on 2 cores, fused MobileOne-S1 read 29-33 ms in PyTorch and 7.0-8.7 ms in ONNX Runtime
+when interleaved call by call, against 12-14 ms and 5.2 ms when each ran alone); one settling call
 brings the interleaved figures back to the steady state a deployed model sees.
 """
 from __future__ import annotations
