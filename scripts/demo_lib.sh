@@ -40,8 +40,9 @@ demo_options() {
   fi
 }
 
-# demo_train CONFIG WORK_DIR PORT: train from scratch into WORK_DIR (emptied first), print the
-# path of the last checkpoint into $checkpoint.
+# demo_train CONFIG WORK_DIR PORT: train from scratch into WORK_DIR (emptied first); sets
+# $checkpoint to the path of the last checkpoint. PORT (the torchrun rendezvous port) can be
+# overridden by the PORT environment variable.
 demo_train() {
   local config=$1 work=$2 port=$3
   # One thread per process: two processes on two cores beat one process with two threads, and

@@ -26,7 +26,9 @@ echo "demo-seg: evaluating $checkpoint on the val split"
 "$py" tools/test.py "$config" "$checkpoint" --work-dir "$work" "${opts[@]}"
 
 images=()
-while read -r stem; do images+=("$data/images/val/$stem.jpg"); done < <(head -n 6 "$data/splits/val.txt")
+while read -r stem; do
+  images+=("$data/images/val/$stem.jpg")
+done < <(head -n 6 "$data/splits/val.txt")
 echo "demo-seg: drawing mask overlays on ${#images[@]} val scenes"
 demo_inputs "$work/demo_inputs" "${images[@]}"
 "$py" tools/image_demo.py "$work/demo_inputs" "$config" "$checkpoint" --out-dir "$work/overlays"
