@@ -57,7 +57,6 @@ def test_sigkill_then_resume_loses_at_most_one_interval(tmp_path):
     assert (work / 'last_checkpoint').read_text().strip().endswith(f'iter_{total}.pth')
 
 
-
 def test_two_process_ddp_on_cpu(tmp_path):
     config = write_tiny_config(tmp_path / 'tiny.py', make_demo_data(tmp_path / 'demo'),
                                iters=4, interval=4)
