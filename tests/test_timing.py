@@ -34,3 +34,12 @@ def test_rounds_rotate_the_order(monkeypatch):
     fake = FakeRuntimes(monkeypatch, ['a', 'b', 'c'])
     timing.time_side_by_side(fake.fns, rounds=3, warmup=0, settle=0, progress=False)
     assert fake.calls == ['a', 'b', 'c', 'b', 'c', 'a', 'c', 'a', 'b']
+
+
+def test_each_candidate_can_have_its_own_settling_count(monkeypatch):
+    fake = FakeRuntimes(monkeypatch, ['model', 'sgemm', 'other'])
+    result = timing.time_side_by_side(fake.fns, rounds=4, warmup=0,
+                                      settle=dict(model=3, sgemm=0, other=1), progress=False)
+    assert [fake.calls.count(n) for n in ('model', 'sgemm', 'other')] == [16, 4, 8]
+    assert result['model']['median_ms'] == pytest.approx(1.0)
+    assert result['sgemm']['median_ms'] == pytest.approx(10.0)

@@ -21,7 +21,7 @@ import torch
 
 
 def time_side_by_side(fns: Mapping[str, Callable[[], object]], rounds: int = 50,
-                      warmup: int = 5, settle: int = 1,
+                      warmup: int = 5, settle: int | Mapping[str, int] = 1,
                       progress: bool = True) -> dict[str, dict[str, float]]:
     """Median, min and interquartile spread (ms) of each callable, measured interleaved.
 
@@ -31,10 +31,12 @@ def time_side_by_side(fns: Mapping[str, Callable[[], object]], rounds: int = 50,
         warmup: Untimed runs of each callable first.
         settle: Untimed calls of a candidate right before each of its timed calls, so that it
             is timed in its own steady state, not while the previous candidate's thread pool
-            still holds the cores (see the module docstring). 0 times the first call.
+            still holds the cores (see the module docstring). 0 times the first call. A
+            mapping gives each candidate its own count.
         progress: Print a progress line every tenth round.
     """
     names = list(fns)
+    settles = settle if isinstance(settle, Mapping) else dict.fromkeys(names, settle)
     times: dict[str, list[float]] = {n: [] for n in names}
     with torch.inference_mode():
         for _ in range(warmup):
@@ -43,7 +45,7 @@ def time_side_by_side(fns: Mapping[str, Callable[[], object]], rounds: int = 50,
         for r in range(rounds):
             order = names[r % len(names):] + names[:r % len(names)]
             for n in order:
-                for _ in range(settle):
+                for _ in range(settles[n]):
                     fns[n]()
                 start = time.perf_counter()
                 fns[n]()
