@@ -5,6 +5,9 @@ OpenMMLab inferencers run on the pair, and bad checkpoints are refused with one 
 from __future__ import annotations
 
 import importlib.util
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -284,3 +287,28 @@ def test_latency_picture_is_drawn(tmp_path):
     from PIL import Image
     with Image.open(path) as image:
         assert image.size[0] > 2 * image.size[1] > 500  # two panels side by side
+
+
+def test_export_benchmark_runs_end_to_end_on_a_shared_ort_pool(tmp_path):
+    """``tools/benchmark.py export`` on tiny sizes, in a fresh process: ONNX Runtime's shared
+    thread pool has to be set up before the process's first session, which pytest's other
+    tests have already made in this one."""
+    out = tmp_path / 'export.json'
+    cmd = [sys.executable, str(ROOT / 'tools/benchmark.py'), 'export', '--variants', 's0',
+           '--det-variants', '--seg-variants', '--backbone-size', '64', '--rounds', '2',
+           '--warmup', '1', '--settle', '1', '--peak-size', '128',
+           '--work-dir', str(tmp_path / 'onnx'), '--plot', str(tmp_path / 'latency.png'),
+           '--out', str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result['ort_pool'] == 'shared' and result['settle'] == 1
+    rows = {r['model']: r for r in result['rows']}
+    assert set(rows) == {'s0', 'MobileNetV2'}
+    s0 = rows['s0']
+    assert s0['gmacs_fused'] < s0['gmacs_train']
+    assert s0['onnx_over_fused'] == pytest.approx(s0['onnx_ms'] / s0['fused_ms'])
+    assert s0['onnx_peak_pct'] == pytest.approx(100 * s0['onnx_gmacps'] / s0['peak_gmacps'])
+    assert s0['peak_gmacps'] == max(s0['peak_torch_gmacps'], s0['peak_onnx_gmacps'])
+    assert '| s0 ' in proc.stdout and 'target: fused ONNX Runtime <= 0.6x' in proc.stdout
+    assert (tmp_path / 'latency.png').stat().st_size > 0

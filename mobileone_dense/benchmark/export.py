@@ -10,7 +10,11 @@ to their final predictions (boxes, scores, labels after NMS; logits and class ma
 
 Every group of models is timed in one interleaved run (:func:`time_side_by_side`) together with
 a large sgemm in PyTorch and in ONNX Runtime, so "% of peak" compares rates measured under the
-same load. MACs are counted by ptflops (its aten backend: every convolution and matmul that
+same load. All ONNX Runtime sessions share one thread pool, as in a process serving several
+models: with a pool each, the workers of the session that ran last spin against the one being
+timed (fused S1 read 9.6 ms interleaved with two other sessions that way, 5.4 ms on a shared
+pool, 5.1 ms alone). Each model gets three settling calls before its timed call (5.3 ms for S1
+in the same interleaving, against 5.4 ms with one); the sgemm gets one. MACs are counted by ptflops (its aten backend: every convolution and matmul that
 actually runs), not by hand. Weights are random (latency does not depend on them): nothing is
 downloaded. The run also draws ``docs/latency.png``.
 """
@@ -33,6 +37,7 @@ from ..export import (
     export_onnx,
     load_config,
     ort_session,
+    ort_use_shared_pool,
 )
 from ..models import MobileOne
 from ..reparam import reparameterize_model
@@ -45,6 +50,7 @@ PEER = 'MobileNetV2'
 PEER_CONFIGS = dict(
     ssdlite='ssd/ssdlite_mobilenetv2-scratch_8xb24-600e_coco.py',
     deeplabv3='mobilenet_v2/mobilenet-v2-d8_deeplabv3_4xb4-160k_ade20k-512x512.py')
+PEAK_NAMES = ('sgemm torch', 'sgemm onnx')
 #: Targets of issue 5 on this machine.
 PEAK_TARGET, RATIO_TARGET = 0.80, 0.60
 
@@ -66,8 +72,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument('--threads', type=int, default=2,
                         help='PyTorch threads and ONNX Runtime intra-op threads')
+    parser.add_argument('--ort-pool', choices=['shared', 'per-session'], default='shared',
+                        help='shared: all ONNX Runtime sessions run on one thread pool, as in a '
+                             'process that serves several models, so that the idle workers of '
+                             'one session do not spin against the next one timed; per-session: '
+                             'a pool each, spinning as --ort-spinning says')
     parser.add_argument('--ort-spinning', choices=['on', 'off'], default='on',
-                        help="ONNX Runtime worker threads spin between ops (its default)")
+                        help='with --ort-pool per-session: worker threads spin between ops '
+                             "(ONNX Runtime's default; the shared pool always spins)")
+    parser.add_argument('--settle', type=int, default=3,
+                        help='untimed calls of a model right before each timed one, so that it '
+                             'is timed warm, in its steady state. At most 1 for the sgemm and '
+                             'the DeepLabV3 group: their calls are long enough to settle in one, '
+                             'and more only keeps the cores under sustained load, which lowers '
+                             'their clock (the sgemm loses about 4%% back to back)')
     parser.add_argument('--peak-size', type=int, default=2048, help='side of the sgemm')
     parser.add_argument('--stat', choices=['median', 'min'], default='median',
                         help='statistic of the rounds in the table and the picture (min resists '
@@ -129,7 +147,7 @@ class Entry:
     """One model in its three forms: train-time and fused in PyTorch, fused in ONNX Runtime."""
 
     def __init__(self, group: str, name: str, train: nn.Module, fused: nn.Module,
-                 image: torch.Tensor, onnx_path: Path, spinning: bool, threads: int,
+                 image: torch.Tensor, onnx_path: Path, ort_options: dict,
                  reparam: bool = True) -> None:
         self.group, self.name, self.reparam = group, name, reparam
         self.image, self.array = image, image.numpy()
@@ -138,7 +156,7 @@ class Entry:
         self.macs_fused = count_macs(_Call(fused), image) if reparam else self.macs_train
         onnx_path.parent.mkdir(parents=True, exist_ok=True)
         export_onnx(fused, image, onnx_path)
-        self.session = ort_session(onnx_path, threads=threads, spinning=spinning)
+        self.session = ort_session(onnx_path, **ort_options)
         self.fns: dict[str, Callable[[], object]] = {}
         if reparam:
             self.fns[f'{name} train'] = lambda: train(image)
@@ -146,17 +164,17 @@ class Entry:
         self.fns[f'{name} onnx'] = lambda: self.session.run(None, {'image': self.array})
 
 
-def _backbones(args, spinning: bool) -> list[Entry]:
+def _backbones(args, ort_options: dict) -> list[Entry]:
     image = torch.rand(1, 3, args.backbone_size, args.backbone_size)
     work = Path(args.work_dir)
     entries = []
     for v in args.variants:
         train = MobileOne(v, out_indices=(4, )).eval()
         entries.append(Entry('backbone', v, train, reparameterize_model(train), image,
-                             work / f'backbone_{v}.onnx', spinning, args.threads))
+                             work / f'backbone_{v}.onnx', ort_options))
     mnv2 = _mobilenet_v2()
     entries.append(Entry('backbone', PEER, mnv2, mnv2, image, work / 'backbone_mnv2.onnx',
-                         spinning, args.threads, reparam=False))
+                         ort_options, reparam=False))
     return entries
 
 
@@ -171,7 +189,7 @@ def _peer_config(kind: str):
     return cfg
 
 
-def _dense(args, spinning: bool, kind: str) -> list[Entry]:
+def _dense(args, ort_options: dict, kind: str) -> list[Entry]:
     variants, size = ((args.det_variants, args.det_size) if kind == 'ssdlite'
                       else (args.seg_variants, args.seg_size))
     image = (torch.rand(1, 3, size, size) * 255).round()
@@ -184,10 +202,10 @@ def _dense(args, spinning: bool, kind: str) -> list[Entry]:
                   else ROOT / 'configs/deeplabv3' / f'mobileone_{v}_voc.py')
         train = build_model(load_config(config))
         entries.append(Entry(kind, v, wrap(train), wrap(reparameterize_model(train)), image,
-                             work / f'{kind}_{v}.onnx', spinning, args.threads))
+                             work / f'{kind}_{v}.onnx', ort_options))
     peer = wrap(build_model(_peer_config(kind)))
-    entries.append(Entry(kind, PEER, peer, peer, image, work / f'{kind}_mnv2.onnx', spinning,
-                         args.threads, reparam=False))
+    entries.append(Entry(kind, PEER, peer, peer, image, work / f'{kind}_mnv2.onnx', ort_options,
+                         reparam=False))
     return entries
 
 
@@ -219,30 +237,39 @@ class _Load:
         return max(0.0, busy - ours) / (wall * (os.cpu_count() or 1))
 
 
-def _peak_fns(args, spinning: bool) -> dict[str, Callable[[], object]]:
+def _peak_fns(args, ort_options: dict) -> dict[str, Callable[[], object]]:
     n = args.peak_size
     a, b = torch.rand(n, n), torch.rand(n, n)
     an, bn = a.numpy(), b.numpy()
     session = ort_session(_sgemm_onnx(n, Path(args.work_dir) / f'sgemm_{n}.onnx'),
-                          threads=args.threads, spinning=spinning)
-    return {'sgemm torch': lambda: torch.mm(a, b),
-            'sgemm onnx': lambda: session.run(None, {'A': an, 'B': bn})}
+                          **ort_options)
+    return dict(zip(PEAK_NAMES, (lambda: torch.mm(a, b),
+                                 lambda: session.run(None, {'A': an, 'B': bn}))))
+
+
+def _settles(fns: dict, group: str, settle: int) -> dict[str, int]:
+    long_calls = group == 'deeplabv3'
+    return {name: min(settle, 1) if long_calls or name in PEAK_NAMES else settle
+            for name in fns}
 
 
 def run(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
-    spinning = args.ort_spinning == 'on'
+    ort_options = dict(threads=args.threads, spinning=args.ort_spinning == 'on',
+                       shared_pool=args.ort_pool == 'shared')
+    if ort_options['shared_pool']:
+        ort_use_shared_pool(args.threads)
     groups = {}
     print('building, counting MACs and exporting to ONNX ...')
     if args.variants:
-        groups['backbone'] = (_backbones(args, spinning), args.rounds, args.backbone_size)
+        groups['backbone'] = (_backbones(args, ort_options), args.rounds, args.backbone_size)
     if args.det_variants:
-        groups['ssdlite'] = (_dense(args, spinning, 'ssdlite'), args.rounds, args.det_size)
+        groups['ssdlite'] = (_dense(args, ort_options, 'ssdlite'), args.rounds, args.det_size)
     if args.seg_variants:
-        groups['deeplabv3'] = (_dense(args, spinning, 'deeplabv3'), args.seg_rounds,
+        groups['deeplabv3'] = (_dense(args, ort_options, 'deeplabv3'), args.seg_rounds,
                                args.seg_size)
     warmups = dict(deeplabv3=min(args.warmup, 1))
-    peak_fns = _peak_fns(args, spinning)
+    peak_fns = _peak_fns(args, ort_options)
     n3 = args.peak_size ** 3
 
     rows, raw, loads = [], {}, {}
@@ -254,7 +281,8 @@ def run(args: argparse.Namespace) -> dict:
               f'batch 1, {args.threads} threads')
         with _Load() as load:
             result = time_side_by_side(fns, rounds=rounds,
-                                       warmup=warmups.get(group, args.warmup))
+                                       warmup=warmups.get(group, args.warmup),
+                                       settle=_settles(fns, group, args.settle))
         raw[group], loads[group] = result, load.others
         stat = f'{args.stat}_ms'
         peak = {k: n3 / result[f'sgemm {k}'][stat] / 1e6 for k in ('torch', 'onnx')}
@@ -322,8 +350,8 @@ def run(args: argparse.Namespace) -> dict:
     if plot:
         print(f'drew {plot}')
     return dict(benchmark='export', machine=machine_info(), rounds=args.rounds,
-                ort_spinning=args.ort_spinning, rows=rows, notes=lines, table=text,
-                raw=raw, plot=str(plot) if plot else None)
+                ort_pool=args.ort_pool, ort_spinning=args.ort_spinning, settle=args.settle,
+                rows=rows, notes=lines, table=text, raw=raw, plot=str(plot) if plot else None)
 
 
 # ------------------------------------------------------------------------------------ picture
