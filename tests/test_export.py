@@ -310,5 +310,27 @@ def test_export_benchmark_runs_end_to_end_on_a_shared_ort_pool(tmp_path):
     assert s0['onnx_over_fused'] == pytest.approx(s0['onnx_ms'] / s0['fused_ms'])
     assert s0['onnx_peak_pct'] == pytest.approx(100 * s0['onnx_gmacps'] / s0['peak_gmacps'])
     assert s0['peak_gmacps'] == max(s0['peak_torch_gmacps'], s0['peak_onnx_gmacps'])
+    assert 0.9 * s0['gmacs_fused'] < s0['gmacs_image'] < s0['gmacs_fused']  # 3x3 padding
+    assert s0['ratio_target_needs_pct'] == pytest.approx(
+        100 * s0['gmacs_image'] * 1e3 / (0.6 * s0['fused_ms']) / s0['peak_gmacps'])
     assert '| s0 ' in proc.stdout and 'target: fused ONNX Runtime <= 0.6x' in proc.stdout
     assert (tmp_path / 'latency.png').stat().st_size > 0
+
+
+@pytest.mark.parametrize('kwargs', [dict(kernel_size=3, padding=1),
+                                    dict(kernel_size=3, padding=12, dilation=12),
+                                    dict(kernel_size=3, stride=2, padding=1, groups=4),
+                                    dict(kernel_size=1)])
+def test_image_macs_leave_out_the_taps_on_padding(kwargs):
+    """Against a convolution of ones: each output element then sums one per input channel of
+    its group for every tap inside the image, so the sum of the output is the MAC count."""
+    from mobileone_dense.benchmark.export import count_image_macs
+    conv = torch.nn.Conv2d(8, 12, bias=False, **kwargs)
+    torch.nn.init.ones_(conv.weight)
+    image = torch.ones(1, 8, 20, 16)
+    with torch.no_grad():
+        out = conv(image)
+    assert count_image_macs(conv, image) == round(out.sum().item())
+    every_tap = out.numel() * conv.weight[0].numel()
+    dilated = kwargs.get('dilation', 1) > 1
+    assert (count_image_macs(conv, image) < 0.5 * every_tap) == dilated
