@@ -307,12 +307,20 @@ def test_export_benchmark_runs_end_to_end_on_a_shared_ort_pool(tmp_path):
     assert set(rows) == {'s0', 'MobileNetV2'}
     s0 = rows['s0']
     assert s0['gmacs_fused'] < s0['gmacs_train']
-    assert s0['onnx_over_fused'] == pytest.approx(s0['onnx_ms'] / s0['fused_ms'])
-    assert s0['onnx_peak_pct'] == pytest.approx(100 * s0['onnx_gmacps'] / s0['peak_gmacps'])
-    assert s0['peak_gmacps'] == max(s0['peak_torch_gmacps'], s0['peak_onnx_gmacps'])
     assert 0.9 * s0['gmacs_fused'] < s0['gmacs_image'] < s0['gmacs_fused']  # 3x3 padding
-    assert s0['ratio_target_needs_pct'] == pytest.approx(
-        100 * s0['gmacs_image'] * 1e3 / (0.6 * s0['fused_ms']) / s0['peak_gmacps'])
+    # Ratios pair the runs of one round: recompute them from the raw times of each round.
+    times = {name: r['rounds_ms'] for name, r in result['raw']['backbone'].items()}
+    assert all(len(t) == 2 for t in times.values())
+    onnx, fused = times['s0 onnx'], times['s0 fused']
+    peaks = [128 ** 3 / min(a, b) / 1e6 for a, b in zip(times['sgemm torch'],
+                                                        times['sgemm onnx'])]
+    median = np.median
+    assert s0['onnx_over_fused'] == pytest.approx(median([o / f for o, f in zip(onnx, fused)]))
+    assert s0['onnx_peak_pct'] == pytest.approx(median(
+        [100 * s0['gmacs_fused'] * 1e3 / o / p for o, p in zip(onnx, peaks)]))
+    assert s0['ratio_target_needs_pct'] == pytest.approx(median(
+        [100 * s0['gmacs_image'] * 1e3 / (0.6 * f) / p for f, p in zip(fused, peaks)]))
+    assert s0['peak_gmacps'] == pytest.approx(median(peaks))
     assert '| s0 ' in proc.stdout and 'target: fused ONNX Runtime <= 0.6x' in proc.stdout
     assert (tmp_path / 'latency.png').stat().st_size > 0
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import statistics
 import time
 from pathlib import Path
 from typing import Callable
@@ -88,8 +89,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              'their clock (the sgemm loses about 4%% back to back)')
     parser.add_argument('--peak-size', type=int, default=2048, help='side of the sgemm')
     parser.add_argument('--stat', choices=['median', 'min'], default='median',
-                        help='statistic of the rounds in the table and the picture (min resists '
-                             'a busy machine; the JSON has both)')
+                        help='statistic of the rounds for the latencies in the table and the '
+                             'picture (min resists a busy machine; the JSON has both). Ratios and '
+                             'shares of the peak are always medians of per-round ratios')
     parser.add_argument('--work-dir', default='work_dirs/benchmark/export',
                         help='where the ONNX files go')
     parser.add_argument('--plot', default='docs/latency.png', help="'' for no picture")
@@ -290,6 +292,11 @@ def _peak_fns(args, ort_options: dict) -> dict[str, Callable[[], object]]:
                                  lambda: session.run(None, {'A': an, 'B': bn}))))
 
 
+def paired_median(fn: Callable[..., float], *series: list[float]) -> float:
+    """Median over rounds of ``fn`` applied to the candidates' times in the same round."""
+    return statistics.median(fn(*values) for values in zip(*series))
+
+
 def _settles(fns: dict, group: str, settle: int) -> dict[str, int]:
     long_calls = group == 'deeplabv3'
     return {name: min(settle, 1) if long_calls or name in PEAK_NAMES else settle
@@ -329,27 +336,38 @@ def run(args: argparse.Namespace) -> dict:
         raw[group], loads[group] = result, load.others
         stat = f'{args.stat}_ms'
         peak = {k: n3 / result[f'sgemm {k}'][stat] / 1e6 for k in ('torch', 'onnx')}
-        peak_best = max(peak.values())
+        # Ratios pair the candidates round by round (a round takes a second or two), then take
+        # the median: the machine's speed drifts by several percent over minutes.
+        per_round = {name: r['rounds_ms'] for name, r in result.items()}
+        peak_rounds = [n3 / min(a, b) / 1e6
+                       for a, b in zip(per_round['sgemm torch'], per_round['sgemm onnx'])]
         for e in entries:
             ms = {k: result[f'{e.name} {k}'][stat] for k in ('train', 'fused', 'onnx')
                   if f'{e.name} {k}' in result}
             ms.setdefault('train', ms['fused'])
-            onnx_rate = e.macs_fused / ms['onnx'] / 1e6
+            onnx_r, fused_r = per_round[f'{e.name} onnx'], per_round[f'{e.name} fused']
+            train_r = per_round.get(f'{e.name} train', fused_r)
+
+            def share_of_peak(macs: int, times: list[float], peaks=peak_rounds) -> float:
+                return 100 * paired_median(lambda t, p: macs / t / 1e6 / p, times, peaks)
+
             rows.append(dict(
                 group=group, model=e.name, size=size, reparam=e.reparam,
                 params_train_m=e.params_train / 1e6, params_fused_m=e.params_fused / 1e6,
                 gmacs_train=e.macs_train / 1e9, gmacs_fused=e.macs_fused / 1e9,
-                train_ms=ms['train'], fused_ms=ms['fused'], onnx_ms=ms['onnx'],
                 gmacs_image=e.macs_image / 1e9,
-                fused_gmacps=e.macs_fused / ms['fused'] / 1e6, onnx_gmacps=onnx_rate,
-                onnx_image_peak_pct=100 * e.macs_image / ms['onnx'] / 1e6 / peak_best,
-                ratio_target_needs_pct=(100 * e.macs_image / (RATIO_TARGET * ms['fused'])
-                                        / 1e6 / peak_best),
-                onnx_peak_pct=100 * onnx_rate / peak_best,
-                onnx_own_peak_pct=100 * onnx_rate / peak['onnx'],
-                onnx_over_fused=ms['onnx'] / ms['fused'],
-                fused_over_train=ms['fused'] / ms['train'],
-                peak_gmacps=peak_best, peak_torch_gmacps=peak['torch'],
+                train_ms=ms['train'], fused_ms=ms['fused'], onnx_ms=ms['onnx'],
+                fused_gmacps=e.macs_fused / ms['fused'] / 1e6,
+                onnx_gmacps=e.macs_fused / ms['onnx'] / 1e6,
+                onnx_peak_pct=share_of_peak(e.macs_fused, onnx_r),
+                onnx_own_peak_pct=share_of_peak(
+                    e.macs_fused, onnx_r, [n3 / t / 1e6 for t in per_round['sgemm onnx']]),
+                onnx_image_peak_pct=share_of_peak(e.macs_image, onnx_r),
+                ratio_target_needs_pct=share_of_peak(e.macs_image,
+                                                     [RATIO_TARGET * t for t in fused_r]),
+                onnx_over_fused=paired_median(lambda o, f: o / f, onnx_r, fused_r),
+                fused_over_train=paired_median(lambda f, t: f / t, fused_r, train_r),
+                peak_gmacps=statistics.median(peak_rounds), peak_torch_gmacps=peak['torch'],
                 peak_onnx_gmacps=peak['onnx'], others_load=load.others))
 
     header = ['model', 'input', 'params M (train/fused)', 'GMAC (train/fused)', 'GMAC in image',

@@ -23,7 +23,8 @@ import torch
 def time_side_by_side(fns: Mapping[str, Callable[[], object]], rounds: int = 50,
                       warmup: int = 5, settle: int | Mapping[str, int] = 1,
                       progress: bool = True) -> dict[str, dict[str, float]]:
-    """Median, min and interquartile spread (ms) of each callable, measured interleaved.
+    """Median, min and interquartile spread (ms) of each callable, measured interleaved, and
+    its time in each round (``rounds_ms``), to pair candidates round by round.
 
     Args:
         fns: Name -> zero-argument callable (one forward pass).
@@ -57,5 +58,6 @@ def time_side_by_side(fns: Mapping[str, Callable[[], object]], rounds: int = 50,
     out = {}
     for n, t in times.items():
         q = statistics.quantiles(t, n=4)
-        out[n] = dict(median_ms=statistics.median(t), min_ms=min(t), iqr_ms=q[2] - q[0])
+        out[n] = dict(median_ms=statistics.median(t), min_ms=min(t), iqr_ms=q[2] - q[0],
+                      rounds_ms=t)
     return out
