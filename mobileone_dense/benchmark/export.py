@@ -14,9 +14,13 @@ same load. All ONNX Runtime sessions share one thread pool, as in a process serv
 models: with a pool each, the workers of the session that ran last spin against the one being
 timed (fused S1 read 9.6 ms interleaved with two other sessions that way, 5.4 ms on a shared
 pool, 5.1 ms alone). Each model gets three settling calls before its timed call (5.3 ms for S1
-in the same interleaving, against 5.4 ms with one); the sgemm gets one. MACs are counted by ptflops (its aten backend: every convolution and matmul that
-actually runs), not by hand. Weights are random (latency does not depend on them): nothing is
-downloaded. The run also draws ``docs/latency.png``.
+in the same interleaving, against 5.4 ms with one); the sgemm gets one. Ratios and shares of the
+peak are medians of per-round ratios.
+
+MACs are counted by ptflops (its aten backend: every convolution and matmul that actually
+runs), not by hand; :func:`count_image_macs` also counts those that touch the image. Weights
+are random (latency does not depend on them): nothing is downloaded. The run also draws
+``docs/latency.png``.
 """
 from __future__ import annotations
 
@@ -297,6 +301,12 @@ def paired_median(fn: Callable[..., float], *series: list[float]) -> float:
     return statistics.median(fn(*values) for values in zip(*series))
 
 
+def share_of_peak(macs: int, times_ms: list[float], peaks: list[float]) -> float:
+    """Median over rounds of the rate (GMAC/s) of ``macs`` in ``times_ms``, in % of that
+    round's peak."""
+    return 100 * paired_median(lambda t, p: macs / t / 1e6 / p, times_ms, peaks)
+
+
 def _settles(fns: dict, group: str, settle: int) -> dict[str, int]:
     long_calls = group == 'deeplabv3'
     return {name: min(settle, 1) if long_calls or name in PEAK_NAMES else settle
@@ -341,15 +351,13 @@ def run(args: argparse.Namespace) -> dict:
         per_round = {name: r['rounds_ms'] for name, r in result.items()}
         peak_rounds = [n3 / min(a, b) / 1e6
                        for a, b in zip(per_round['sgemm torch'], per_round['sgemm onnx'])]
+        peak_onnx_rounds = [n3 / t / 1e6 for t in per_round['sgemm onnx']]
         for e in entries:
             ms = {k: result[f'{e.name} {k}'][stat] for k in ('train', 'fused', 'onnx')
                   if f'{e.name} {k}' in result}
             ms.setdefault('train', ms['fused'])
             onnx_r, fused_r = per_round[f'{e.name} onnx'], per_round[f'{e.name} fused']
             train_r = per_round.get(f'{e.name} train', fused_r)
-
-            def share_of_peak(macs: int, times: list[float], peaks=peak_rounds) -> float:
-                return 100 * paired_median(lambda t, p: macs / t / 1e6 / p, times, peaks)
 
             rows.append(dict(
                 group=group, model=e.name, size=size, reparam=e.reparam,
@@ -359,12 +367,11 @@ def run(args: argparse.Namespace) -> dict:
                 train_ms=ms['train'], fused_ms=ms['fused'], onnx_ms=ms['onnx'],
                 fused_gmacps=e.macs_fused / ms['fused'] / 1e6,
                 onnx_gmacps=e.macs_fused / ms['onnx'] / 1e6,
-                onnx_peak_pct=share_of_peak(e.macs_fused, onnx_r),
-                onnx_own_peak_pct=share_of_peak(
-                    e.macs_fused, onnx_r, [n3 / t / 1e6 for t in per_round['sgemm onnx']]),
-                onnx_image_peak_pct=share_of_peak(e.macs_image, onnx_r),
-                ratio_target_needs_pct=share_of_peak(e.macs_image,
-                                                     [RATIO_TARGET * t for t in fused_r]),
+                onnx_peak_pct=share_of_peak(e.macs_fused, onnx_r, peak_rounds),
+                onnx_own_peak_pct=share_of_peak(e.macs_fused, onnx_r, peak_onnx_rounds),
+                onnx_image_peak_pct=share_of_peak(e.macs_image, onnx_r, peak_rounds),
+                ratio_target_needs_pct=share_of_peak(
+                    e.macs_image, [RATIO_TARGET * t for t in fused_r], peak_rounds),
                 onnx_over_fused=paired_median(lambda o, f: o / f, onnx_r, fused_r),
                 fused_over_train=paired_median(lambda f, t: f / t, fused_r, train_r),
                 peak_gmacps=statistics.median(peak_rounds), peak_torch_gmacps=peak['torch'],

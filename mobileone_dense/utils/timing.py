@@ -22,7 +22,7 @@ import torch
 
 def time_side_by_side(fns: Mapping[str, Callable[[], object]], rounds: int = 50,
                       warmup: int = 5, settle: int | Mapping[str, int] = 1,
-                      progress: bool = True) -> dict[str, dict[str, float]]:
+                      progress: bool = True) -> dict[str, dict]:
     """Median, min and interquartile spread (ms) of each callable, measured interleaved, and
     its time in each round (``rounds_ms``), to pair candidates round by round.
 
