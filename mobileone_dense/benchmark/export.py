@@ -56,6 +56,8 @@ PEER_CONFIGS = dict(
     ssdlite='ssd/ssdlite_mobilenetv2-scratch_8xb24-600e_coco.py',
     deeplabv3='mobilenet_v2/mobilenet-v2-d8_deeplabv3_4xb4-160k_ade20k-512x512.py')
 PEAK_NAMES = ('sgemm torch', 'sgemm onnx')
+#: Groups whose calls take long enough (about a second) to need one warmup and settling call.
+LONG_CALL_GROUPS = ('deeplabv3', )
 #: Targets of issue 5 on this machine.
 PEAK_TARGET, RATIO_TARGET = 0.80, 0.60
 
@@ -307,8 +309,7 @@ def share_of_peak(macs: int, times_ms: list[float], peaks: list[float]) -> float
     return 100 * paired_median(lambda t, p: macs / t / 1e6 / p, times_ms, peaks)
 
 
-def _settles(fns: dict, group: str, settle: int) -> dict[str, int]:
-    long_calls = group == 'deeplabv3'
+def _settles(fns: dict, long_calls: bool, settle: int) -> dict[str, int]:
     return {name: min(settle, 1) if long_calls or name in PEAK_NAMES else settle
             for name in fns}
 
@@ -328,7 +329,6 @@ def run(args: argparse.Namespace) -> dict:
     if args.seg_variants:
         groups['deeplabv3'] = (_dense(args, ort_options, 'deeplabv3'), args.seg_rounds,
                                args.seg_size)
-    warmups = dict(deeplabv3=min(args.warmup, 1))
     peak_fns = _peak_fns(args, ort_options)
     n3 = args.peak_size ** 3
 
@@ -339,10 +339,11 @@ def run(args: argparse.Namespace) -> dict:
             fns.update(e.fns)
         print(f'{group} at {size}x{size}: {len(fns)} candidates, {rounds} interleaved rounds, '
               f'batch 1, {args.threads} threads')
+        long_calls = group in LONG_CALL_GROUPS
         with _Load() as load:
             result = time_side_by_side(fns, rounds=rounds,
-                                       warmup=warmups.get(group, args.warmup),
-                                       settle=_settles(fns, group, args.settle))
+                                       warmup=min(args.warmup, 1) if long_calls else args.warmup,
+                                       settle=_settles(fns, long_calls, args.settle))
         raw[group], loads[group] = result, load.others
         stat = f'{args.stat}_ms'
         peak = {k: n3 / result[f'sgemm {k}'][stat] / 1e6 for k in ('torch', 'onnx')}
