@@ -80,9 +80,11 @@ def main(argv=None):
         else:
             from mmengine.evaluator import DumpResults as Dump
         runner.test_evaluator.metrics.append(Dump(out_file_path=args.out))
-    metrics = runner.test()
+    metrics, rank = runner.test(), runner.rank
+    del runner  # its DDP wrapper holds the process group
+    cli.close_distributed()
 
-    if runner.rank == 0:
+    if rank == 0:
         path = osp.join(cfg.work_dir, 'test_metrics.json')
         with open(path, 'w') as f:
             # mmseg's IoUMetric reports numpy floats, which json cannot write as they are.
@@ -91,6 +93,7 @@ def main(argv=None):
         print(f'metrics written to {path}', flush=True)
         if args.show_dir:
             print(f'pictures drawn under {args.show_dir}', flush=True)
+
 
 if __name__ == '__main__':
     sys.exit(cli.run_tool(main))

@@ -71,6 +71,8 @@ def main(argv=None):
     from mmengine.runner import Runner
     runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
     runner.train()
+    del runner  # its DDP wrapper holds the process group
+    cli.close_distributed()
 
 
 if __name__ == '__main__':

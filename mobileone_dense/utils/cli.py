@@ -90,3 +90,21 @@ def setup_cpu_distributed(cfg, launcher: str) -> bool:
     wrapper['device_ids'] = None
     cfg.model_wrapper_cfg = wrapper
     return True
+
+
+def close_distributed() -> None:
+    """Close the default process group and join its gloo worker threads while Python still runs.
+
+    Call it once the Runner is done and no longer referenced (``del runner``): the DDP wrapper
+    holds the process group, and gloo's worker threads live as long as it does. Left to
+    interpreter shutdown, a worker that releases a finished collective (the last
+    ``broadcast_object_list`` of the evaluation) needs the GIL while Python finalizes, and
+    the process aborts with ``terminate called without an active exception`` although
+    training finished (a few runs in a hundred).
+    """
+    import gc
+
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    gc.collect()  # the Runner's reference cycles hold the DDP wrapper, hence the group
