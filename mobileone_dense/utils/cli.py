@@ -105,6 +105,7 @@ def close_distributed() -> None:
     import gc
 
     import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    dist.destroy_process_group()
     gc.collect()  # the Runner's reference cycles hold the DDP wrapper, hence the group
