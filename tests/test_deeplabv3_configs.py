@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import subprocess
+import sys
 from functools import lru_cache
 from pathlib import Path
 
@@ -331,7 +333,44 @@ def test_converter_writes_voc_masks(tmp_path, capsys):
         assert written.mode == 'L'
         np.testing.assert_array_equal(np.asarray(written), mask)
     printed = capsys.readouterr().out
-    assert '3/3 images, 2 with VOC classes' in printed and 'wrote 2 masks' in printed
+    assert '2 of 3 images show a VOC class' in printed and 'wrote 2 masks' in printed
+
+
+def test_converter_output_matches_a_hand_drawn_answer(tmp_path):
+    """One 4 x 6 image drawn by hand, converted by the command line with two workers: a cat
+    square (a polygon) listed before, and painted over, the larger couch; a person crowd that is
+    ignored where nothing covers it; a giraffe that is background."""
+    conv = _converter()
+    cat = {name: 100 + i for i, name in enumerate([*conv.VOC_FROM_COCO.values(), 'giraffe'])}
+    box = np.zeros((4, 6), np.uint8)
+    couch, crowd, giraffe = box.copy(), box.copy(), box.copy()
+    couch[0:4, 0:4] = crowd[2:4, 2:6] = giraffe[0:2, 3:6] = 1
+
+    def ann(i, name, segmentation, area, iscrowd=0):
+        return dict(id=i, image_id=7, category_id=cat[name], segmentation=segmentation,
+                    area=area, iscrowd=iscrowd)
+
+    root = tmp_path / 'coco'
+    (root / 'annotations').mkdir(parents=True)
+    (root / 'annotations' / 'instances_val2017.json').write_text(json.dumps(dict(
+        images=[dict(id=7, file_name='sofa.jpg', height=4, width=6)],
+        categories=[dict(id=i, name=n) for n, i in cat.items()],
+        annotations=[
+            ann(1, 'cat', [[0.5, 0.5, 2.5, 0.5, 2.5, 2.5, 0.5, 2.5]], 4),  # pixels 1..2
+            ann(2, 'couch', _rle(couch), 16),
+            ann(3, 'person', _rle(crowd), 8, iscrowd=1),
+            ann(4, 'giraffe', _rle(giraffe), 6)])))
+    script = ROOT / 'tools' / 'dataset_converters' / 'coco_to_voc.py'
+    run = subprocess.run([sys.executable, str(script), str(root), '--split', 'val2017',
+                          '--nproc', '2'], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    out = root / 'voc_masks'
+    assert (out / 'val2017.txt').read_text() == 'sofa\n'
+    np.testing.assert_array_equal(np.asarray(Image.open(out / 'val2017' / 'sofa.png')), [
+        [18, 18, 18, 18, 0, 0],
+        [18, 8, 8, 18, 0, 0],
+        [18, 8, 8, 18, 255, 255],
+        [18, 18, 18, 18, 255, 255]])
 
 
 def test_converted_masks_load_as_a_voc_dataset(tmp_path):

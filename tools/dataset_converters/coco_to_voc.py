@@ -20,16 +20,14 @@ covers them. Smaller objects are painted over larger ones, so people stay visibl
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
-from functools import partial
-from multiprocessing import Pool
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
+from mmengine.utils import track_parallel_progress, track_progress
 from PIL import Image
+from pycocotools.coco import COCO
 
 # VOC class index -> COCO category name (COCO's names for VOC's aeroplane, diningtable, ...).
 VOC_FROM_COCO = {
@@ -56,45 +54,38 @@ def coco_to_voc_ids(categories: Iterable[Mapping]) -> dict[int, int]:
     return {by_name[name]: voc for voc, name in VOC_FROM_COCO.items()}
 
 
-def _decode(segmentation, height: int, width: int) -> np.ndarray:
-    """A binary mask from COCO polygons, uncompressed RLE or compressed RLE."""
-    from pycocotools import mask as mask_utils
-    if isinstance(segmentation, list):  # polygons
-        rles = mask_utils.frPyObjects(segmentation, height, width)
-        rle = mask_utils.merge(rles)
-    elif isinstance(segmentation.get('counts'), list):  # uncompressed RLE
-        rle = mask_utils.frPyObjects(segmentation, height, width)
-    else:  # compressed RLE
-        rle = segmentation
-    return mask_utils.decode(rle).astype(bool)
-
-
-def voc_mask(image: Mapping, annotations: Sequence[Mapping],
-             voc_ids: Mapping[int, int]) -> np.ndarray | None:
+def voc_mask(coco: COCO, image_id: int, voc_ids: Mapping[int, int]) -> np.ndarray | None:
     """The VOC-class mask of one COCO image, or ``None`` if it shows no VOC class."""
-    height, width = image['height'], image['width']
-    objects = [a for a in annotations if a['category_id'] in voc_ids]
-    if not any(not a.get('iscrowd', 0) for a in objects):
+    objects = [a for a in coco.imgToAnns[image_id] if a['category_id'] in voc_ids]
+    if all(a.get('iscrowd', 0) for a in objects):
         return None
-    mask = np.zeros((height, width), np.uint8)
-    crowd = np.zeros((height, width), bool)
+    image = coco.imgs[image_id]
+    mask = np.zeros((image['height'], image['width']), np.uint8)
+    crowd = np.zeros(mask.shape, bool)
     for a in sorted(objects, key=lambda a: -a.get('area', 0)):  # large first, small on top
-        m = _decode(a['segmentation'], height, width)
+        pixels = coco.annToMask(a).astype(bool)
         if a.get('iscrowd', 0):
-            crowd |= m
+            crowd |= pixels
         else:
-            mask[m] = voc_ids[a['category_id']]
+            mask[pixels] = voc_ids[a['category_id']]
     mask[crowd & (mask == 0)] = IGNORE
     return mask
 
 
-def _convert_one(item: tuple[Mapping, list], voc_ids: Mapping[int, int],
-                 out_dir: Path) -> str | None:
-    image, annotations = item
-    mask = voc_mask(image, annotations, voc_ids)
+_JOB: tuple = ()  # (coco, voc_ids, out_dir) of this process: set once, not sent with each image
+
+
+def _start(*job) -> None:
+    global _JOB
+    _JOB = job
+
+
+def _convert_one(image_id: int) -> str | None:
+    coco, voc_ids, out_dir = _JOB
+    mask = voc_mask(coco, image_id, voc_ids)
     if mask is None:
         return None
-    stem = Path(image['file_name']).stem
+    stem = Path(coco.imgs[image_id]['file_name']).stem
     Image.fromarray(mask).save(out_dir / f'{stem}.png')  # uint8, 2-D: an 8-bit grey PNG
     return stem
 
@@ -115,43 +106,23 @@ def convert(ann_file: Path, out_dir: Path, nproc: int = 1) -> list[str]:
             f'coco_to_voc: COCO annotation file {ann_file} not found; pass the COCO root that '
             f'holds annotations/instances_<split>.json (e.g. data/coco) and the right --split.')
     print(f'coco_to_voc: reading {ann_file}', flush=True)
-    coco = json.loads(ann_file.read_text())
-    if not {'images', 'annotations', 'categories'} <= set(coco):
+    coco = COCO(str(ann_file))
+    if not {'images', 'annotations', 'categories'} <= set(coco.dataset):
         raise ConversionError(
             f'coco_to_voc: {ann_file} is not a COCO instances file (it needs "images", '
             f'"annotations" and "categories"); pass annotations/instances_<split>.json.')
-    voc_ids = coco_to_voc_ids(coco['categories'])
-    per_image: dict[int, list] = {img['id']: [] for img in coco['images']}
-    for a in coco['annotations']:
-        per_image.setdefault(a['image_id'], []).append(a)
-    items = [(img, per_image[img['id']]) for img in coco['images']]
+    voc_ids = coco_to_voc_ids(coco.loadCats(coco.getCatIds()))
     out_dir.mkdir(parents=True, exist_ok=True)
-
-    work = partial(_convert_one, voc_ids=voc_ids, out_dir=out_dir)
-    kept, start, total = [], time.time(), len(items)
-    step = max(1, total // 20)
-    with Pool(nproc) if nproc > 1 else _Serial() as pool:
-        for i, stem in enumerate(pool.imap(work, items, chunksize=16), 1):
-            if stem is not None:
-                kept.append(stem)
-            if i % step == 0 or i == total:
-                print(f'  {i}/{total} images, {len(kept)} with VOC classes, '
-                      f'{time.time() - start:.0f} s', flush=True)
+    image_ids, job = coco.getImgIds(), (coco, voc_ids, out_dir)
+    if nproc > 1:  # each worker gets the index once, when it starts
+        stems = track_parallel_progress(_convert_one, image_ids, nproc, initializer=_start,
+                                        initargs=job, chunksize=16)
+    else:
+        _start(*job)
+        stems = track_progress(_convert_one, image_ids)
+    kept = [stem for stem in stems if stem is not None]
+    print(f'coco_to_voc: {len(kept)} of {len(image_ids)} images show a VOC class', flush=True)
     return kept
-
-
-class _Serial:
-    """Stands in for a process pool when ``nproc`` is 1."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    @staticmethod
-    def imap(fn, items, chunksize=1):
-        return map(fn, items)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
