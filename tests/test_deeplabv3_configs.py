@@ -390,13 +390,15 @@ def test_converted_masks_load_as_a_voc_dataset(tmp_path):
 
 def test_converter_names_a_missing_annotation_file(tmp_path):
     (tmp_path / 'coco').mkdir()
-    with pytest.raises(SystemExit) as e:
-        _converter().main([str(tmp_path / 'coco'), '--split', 'val2017'])
-    message = str(e.value.code)
+    conv = _converter()
+    with pytest.raises(conv.ConversionError) as e:
+        conv.main([str(tmp_path / 'coco'), '--split', 'val2017'])
+    message = str(e.value)
     assert 'instances_val2017.json not found' in message and 'pass the COCO root' in message
     assert message.endswith('.') and '\n' not in message  # one sentence
-    with pytest.raises(SystemExit, match='COCO folder .* not found'):
-        _converter().main([str(tmp_path / 'nowhere')])
+    with pytest.raises(conv.ConversionError, match='COCO folder .* not found'):
+        conv.main([str(tmp_path / 'nowhere')])
+    assert conv.cli.run_tool(conv.main, [str(tmp_path / 'nowhere')]) == 1  # one line, exit 1
 
 
 def test_converter_rejects_a_file_without_voc_categories(tmp_path):
@@ -404,5 +406,6 @@ def test_converter_rejects_a_file_without_voc_categories(tmp_path):
     (root / 'annotations').mkdir(parents=True)
     (root / 'annotations' / 'instances_train2017.json').write_text(json.dumps(
         dict(images=[], annotations=[], categories=[dict(id=1, name='giraffe')])))
-    with pytest.raises(SystemExit, match="no COCO categories named .*'airplane'"):
-        _converter().main([str(root)])
+    conv = _converter()
+    with pytest.raises(conv.ConversionError, match="no COCO categories named .*'airplane'"):
+        conv.main([str(root)])

@@ -29,6 +29,9 @@ from mmengine.utils import track_parallel_progress, track_progress
 from PIL import Image
 from pycocotools.coco import COCO
 
+from mobileone_dense.errors import DatasetReadError
+from mobileone_dense.utils import cli
+
 # VOC class index -> COCO category name (COCO's names for VOC's aeroplane, diningtable, ...).
 VOC_FROM_COCO = {
     1: 'airplane', 2: 'bicycle', 3: 'bird', 4: 'boat', 5: 'bottle', 6: 'bus', 7: 'car',
@@ -39,7 +42,7 @@ VOC_FROM_COCO = {
 IGNORE = 255
 
 
-class ConversionError(ValueError):
+class ConversionError(DatasetReadError):
     """Bad input: one sentence naming the problem and the fix."""
 
 
@@ -49,7 +52,7 @@ def coco_to_voc_ids(categories: Iterable[Mapping]) -> dict[int, int]:
     missing = [name for name in VOC_FROM_COCO.values() if name not in by_name]
     if missing:
         raise ConversionError(
-            f'coco_to_voc: the annotation file has no COCO categories named {missing}; pass an '
+            f'the annotation file has no COCO categories named {missing}; pass an '
             f'instances_*.json of COCO 2014/2017 (its 80 categories include all 20 VOC classes).')
     return {by_name[name]: voc for voc, name in VOC_FROM_COCO.items()}
 
@@ -103,13 +106,13 @@ def convert(ann_file: Path, out_dir: Path, nproc: int = 1) -> list[str]:
     """
     if not ann_file.is_file():
         raise ConversionError(
-            f'coco_to_voc: COCO annotation file {ann_file} not found; pass the COCO root that '
+            f'COCO annotation file {ann_file} not found; pass the COCO root that '
             f'holds annotations/instances_<split>.json (e.g. data/coco) and the right --split.')
-    print(f'coco_to_voc: reading {ann_file}', flush=True)
+    print(f'reading {ann_file}', flush=True)
     coco = COCO(str(ann_file))
     if not {'images', 'annotations', 'categories'} <= set(coco.dataset):
         raise ConversionError(
-            f'coco_to_voc: {ann_file} is not a COCO instances file (it needs "images", '
+            f'{ann_file} is not a COCO instances file (it needs "images", '
             f'"annotations" and "categories"); pass annotations/instances_<split>.json.')
     voc_ids = coco_to_voc_ids(coco.loadCats(coco.getCatIds()))
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -121,7 +124,7 @@ def convert(ann_file: Path, out_dir: Path, nproc: int = 1) -> list[str]:
         _start(*job)
         stems = track_progress(_convert_one, image_ids)
     kept = [stem for stem in stems if stem is not None]
-    print(f'coco_to_voc: {len(kept)} of {len(image_ids)} images show a VOC class', flush=True)
+    print(f'{len(kept)} of {len(image_ids)} images show a VOC class', flush=True)
     return kept
 
 
@@ -139,15 +142,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     root = Path(args.coco_root)
     out = Path(args.out) if args.out else root / 'voc_masks'
-    try:
-        if not root.is_dir():
-            raise ConversionError(
-                f'coco_to_voc: COCO folder {root} not found; pass the folder that holds '
-                f'annotations/ and {args.split}/ (e.g. data/coco).')
-        kept = convert(root / 'annotations' / f'instances_{args.split}.json',
-                       out / args.split, nproc=args.nproc)
-    except ConversionError as e:
-        sys.exit(str(e))
+    if not root.is_dir():
+        raise ConversionError(
+            f'COCO folder {root} not found; pass the folder that holds annotations/ and '
+            f'{args.split}/ (e.g. data/coco).')
+    kept = convert(root / 'annotations' / f'instances_{args.split}.json', out / args.split,
+                   nproc=args.nproc)
     listing = out / f'{args.split}.txt'
     listing.write_text(''.join(f'{stem}\n' for stem in kept))
     print(f'coco_to_voc: wrote {len(kept)} masks to {out / args.split} and their list to '
@@ -159,4 +159,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(cli.run_tool(main))
