@@ -5,9 +5,6 @@ OpenMMLab inferencers run on the pair, and bad checkpoints are refused with one 
 from __future__ import annotations
 
 import importlib.util
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,9 +16,16 @@ from mmengine.config import Config
 from mmengine.runner import load_checkpoint
 
 import mobileone_dense  # noqa: F401  (registers MobileOne, applies the compat fixes)
-from mobileone_dense import export as ex
+from mobileone_dense.apis import build_model, load_config
+from mobileone_dense.export import pipeline
+from mobileone_dense.export.numerics import make_image, raw_outputs
+from mobileone_dense.export.onnx import export_onnx
+from mobileone_dense.runtimes.onnxruntime import ort_session
+from mobileone_dense.tasks import TASKS
+from mobileone_dense.utils.cli import run_tool
 
 ROOT = Path(__file__).resolve().parents[1]
+TASK = {'det': TASKS['mmdet'], 'seg': TASKS['mmseg']}
 # Small inputs keep the file fast; the configs are the shipped ones.
 CASES = {
     'det': dict(config=ROOT / 'configs/ssdlite/mobileone_s0.py', size=(128, 160),
@@ -31,20 +35,21 @@ CASES = {
 }
 
 
-def _tool():
+def _export(*argv) -> int:
+    """Run tools/export.py's main as its command line does; returns the exit status."""
     spec = importlib.util.spec_from_file_location('export_tool', ROOT / 'tools/export.py')
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module
+    return run_tool(module.main, [str(a) for a in argv])
 
 
 def _train_time_model(case: str, seed: int = 0, arch: str = 's0') -> torch.nn.Module:
-    cfg = ex.load_config(CASES[case]['config'])
+    cfg = load_config(CASES[case]['config'])
     cfg.model.backbone.arch = arch
     torch.manual_seed(seed)
     # BN statistics measured at about the test size, so that the coarsest SSD levels (1x1 at
     # this size) see the statistics they were calibrated with.
-    return calibrate_bn(ex.build_model(cfg), seed=seed, size=128)
+    return calibrate_bn(build_model(cfg), seed=seed, size=128)
 
 
 def _save_checkpoint(model: torch.nn.Module, case: str, path: Path) -> Path:
@@ -69,8 +74,7 @@ def exported(request, tmp_path_factory):
     ckpt = _save_checkpoint(model, case, tmp / 'epoch_3.pth')
     out = tmp / 'deploy'
     h, w = CASES[case]['size']
-    code = _tool().main([str(CASES[case]['config']), str(ckpt), '--out-dir', str(out), '--onnx',
-                         '--input-size', str(h), str(w)])
+    code = _export(CASES[case]['config'], ckpt, '--out-dir', out, '--onnx', '--input-size', h, w)
     assert code == 0
     return dict(case=case, model=model, out=out, size=(h, w), tmp=tmp)
 
@@ -78,7 +82,7 @@ def exported(request, tmp_path_factory):
 def _deploy_model(out: Path) -> torch.nn.Module:
     """The deploy config's model with fused.pth loaded strictly, the way mmengine loads."""
     cfg = Config.fromfile(out / 'deploy_config.py')
-    model = ex.build_model(cfg)
+    model = build_model(cfg)
     load_checkpoint(model, str(out / 'fused.pth'), map_location='cpu', strict=True)
     return model
 
@@ -103,10 +107,9 @@ def test_fused_pair_gives_the_train_time_outputs(exported):
     model, out = exported['model'], exported['out']
     deployed = _deploy_model(out)
     assert deployed.backbone.deployed
-    scope = 'mmdet' if exported['case'] == 'det' else 'mmseg'
-    image = ex.make_image(exported['size'], seed=1)  # not the tool's own check input
-    inputs, _ = ex.preprocess(model, scope, image)
-    expected, actual = ex.raw_outputs(model, inputs), ex.raw_outputs(deployed, inputs)
+    image = make_image(exported['size'], seed=1)  # not the tool's own check input
+    inputs, _ = TASK[exported['case']].preprocess(model, image)
+    expected, actual = raw_outputs(model, inputs), raw_outputs(deployed, inputs)
     assert len(actual) == len(expected) > 0
     for a, e in zip(actual, expected):
         assert_fused_close(a, e)
@@ -132,13 +135,13 @@ def test_onnx_runtime_agrees_with_pytorch(exported):
     import onnxruntime as ort
     out, case = exported['out'], exported['case']
     deployed = _deploy_model(out)
-    scope = 'mmdet' if case == 'det' else 'mmseg'
-    image = ex.make_image(exported['size'], seed=2)
+    task = TASK[case]
+    image = make_image(exported['size'], seed=2)
     session = ort.InferenceSession(str(out / 'model.onnx'), providers=['CPUExecutionProvider'])
     assert [i.name for i in session.get_inputs()] == ['image']
-    assert [o.name for o in session.get_outputs()] == ex.OUTPUT_NAMES[scope]
+    assert [o.name for o in session.get_outputs()] == list(task.output_names)
     result = session.run(None, {'image': image.numpy()})
-    expected = ex.torch_predictions(deployed, scope, image)
+    expected = task.predictions(deployed, image)
     if case == 'det':
         boxes, scores, labels = expected
         assert len(boxes) > 10, 'the test model should detect something'
@@ -169,7 +172,7 @@ def test_onnx_graph_holds_the_post_processing(exported):
 def test_inferencers_run_on_the_pair(exported, tmp_path):
     import mmcv
     out, case = exported['out'], exported['case']
-    image = ex.make_image((90, 120), seed=3)[0].permute(1, 2, 0).numpy().astype(np.uint8)
+    image = make_image((90, 120), seed=3)[0].permute(1, 2, 0).numpy().astype(np.uint8)
     path = str(tmp_path / 'image.jpg')
     mmcv.imwrite(image, path)
     if case == 'det':
@@ -194,24 +197,23 @@ def test_inferencers_run_on_the_pair(exported, tmp_path):
 # ---------------------------------------------------------------------------- refusals
 def _run_refused(case: str, ckpt: Path, out: Path, capsys) -> str:
     h, w = CASES[case]['size']
-    code = _tool().main([str(CASES[case]['config']), str(ckpt), '--out-dir', str(out),
-                         '--input-size', str(h), str(w)])
+    code = _export(CASES[case]['config'], ckpt, '--out-dir', out, '--input-size', h, w)
     err = capsys.readouterr().err
     assert code == 1
     assert not out.exists(), 'a refused export must not write anything'
-    lines = [line for line in err.strip().splitlines() if line.startswith('export:')]
+    lines = [line for line in err.strip().splitlines() if line.startswith('error:')]
     assert len(lines) == 1, err
     return lines[0]
 
 
 def test_mismatched_checkpoint_is_refused_with_one_sentence(tmp_path, capsys):
-    cfg = ex.load_config(CASES['det']['config'])
+    cfg = load_config(CASES['det']['config'])
     cfg.model.backbone.arch = 's1'  # an S1 detector's checkpoint for the S0 config
     channels = tuple(mobileone_dense.stage_channels('s1', (3, 4)))
     cfg.model.neck.in_channels = channels
     cfg.model.neck.out_channels = channels + tuple(cfg.model.neck.out_channels[2:])
     cfg.model.bbox_head.in_channels = cfg.model.neck.out_channels
-    wrong = ex.build_model(cfg)
+    wrong = build_model(cfg)
     ckpt = _save_checkpoint(wrong, 'det', tmp_path / 's1.pth')
     line = _run_refused('det', ckpt, tmp_path / 'out', capsys)
     assert 'does not fit SingleStageDetector' in line
@@ -227,14 +229,14 @@ def test_already_fused_checkpoint_is_refused(exported, tmp_path, capsys):
 def test_fusion_that_changes_outputs_writes_nothing(tmp_path, capsys, monkeypatch):
     model = _train_time_model('seg')
     ckpt = _save_checkpoint(model, 'seg', tmp_path / 'epoch_3.pth')
-    fuse = ex.reparameterize_model
+    fuse = pipeline.fuse
 
     def broken_fuse(m):
         fused = fuse(m)
         with torch.no_grad():
             fused.backbone.stage2[3].reparam_conv.bias.add_(0.5)  # a fusion bug
         return fused
-    monkeypatch.setattr(ex, 'reparameterize_model', broken_fuse)
+    monkeypatch.setattr(pipeline, 'fuse', broken_fuse)
     line = _run_refused('seg', ckpt, tmp_path / 'out', capsys)
     assert 'differs from the train-time model beyond float tolerance' in line
     assert 'nothing was written' in line
@@ -244,10 +246,10 @@ def test_s4_squeeze_excite_exports(tmp_path):
     train = calibrate_bn(mobileone_dense.MobileOne('s4', out_indices=(3, 4)), size=64)
     fused = mobileone_dense.reparameterize_model(train)
     image = torch.randn(1, 3, 64, 96)
-    path = ex.export_onnx(fused, image, tmp_path / 's4.onnx', ['stage3', 'stage4'])
+    path = export_onnx(fused, image, tmp_path / 's4.onnx', ['stage3', 'stage4'])
     ops = {n.op_type for n in onnx.load(str(path)).graph.node}
     assert {'Sigmoid', 'AveragePool', 'Resize'} <= ops
-    result = ex.ort_session(path).run(None, {'image': image.numpy()})
+    result = ort_session(path).run(None, {'image': image.numpy()})
     with torch.no_grad():
         expected = train(image)
     for a, e in zip(result, expected):
@@ -260,85 +262,3 @@ def test_s4_squeeze_excite_exports(tmp_path):
     ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
     ops = [n.op_type for n in onnx.load(options.optimized_model_filepath).graph.node]
     assert ops.count('ReorderOutput') == 2 and 'ReorderInput' not in ops
-
-
-# ---------------------------------------------------------------------- benchmark pieces
-def test_macs_are_counted_by_ptflops():
-    from mobileone_dense.benchmark.export import count_macs
-    train = mobileone_dense.MobileOne('s0', out_indices=(4, )).eval()
-    fused = mobileone_dense.reparameterize_model(train)
-    image = torch.rand(1, 3, 224, 224)
-    macs_fused, macs_train = count_macs(fused, image), count_macs(train, image)
-    # The paper's Table 9: 275 M for S0 at 224 (convs only; ptflops adds the bias additions).
-    assert 0.27e9 < macs_fused < 0.285e9
-    assert macs_train > 3 * macs_fused  # k = 4 conv branches plus the 1x1 scale branches
-
-
-def test_latency_picture_is_drawn(tmp_path):
-    from mobileone_dense.benchmark.export import draw
-    rows = []
-    for group, size in (('backbone', 224), ('ssdlite', 320)):
-        for i, model in enumerate(('s0', 's1', 'MobileNetV2')):
-            reparam = model != 'MobileNetV2'
-            rows.append(dict(group=group, model=model, size=size, reparam=reparam,
-                             params_train_m=2.0 + i + reparam, params_fused_m=2.0 + i,
-                             train_ms=30.0 + i, fused_ms=20.0 + i, onnx_ms=10.0 + i))
-    path = draw(rows, tmp_path / 'latency.png')
-    from PIL import Image
-    with Image.open(path) as image:
-        assert image.size[0] > 2 * image.size[1] > 500  # two panels side by side
-
-
-def test_export_benchmark_runs_end_to_end_on_a_shared_ort_pool(tmp_path):
-    """``tools/benchmark.py export`` on tiny sizes, in a fresh process: ONNX Runtime's shared
-    thread pool has to be set up before the process's first session, which pytest's other
-    tests have already made in this one."""
-    out = tmp_path / 'export.json'
-    cmd = [sys.executable, str(ROOT / 'tools/benchmark.py'), 'export', '--variants', 's0',
-           '--det-variants', '--seg-variants', '--backbone-size', '64', '--rounds', '2',
-           '--warmup', '1', '--settle', '1', '--peak-size', '128',
-           '--work-dir', str(tmp_path / 'onnx'), '--plot', str(tmp_path / 'latency.png'),
-           '--out', str(out)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads(out.read_text())
-    assert result['ort_pool'] == 'shared' and result['settle'] == 1
-    rows = {r['model']: r for r in result['rows']}
-    assert set(rows) == {'s0', 'MobileNetV2'}
-    s0 = rows['s0']
-    assert s0['gmacs_fused'] < s0['gmacs_train']
-    assert 0.9 * s0['gmacs_fused'] < s0['gmacs_image'] < s0['gmacs_fused']  # 3x3 padding
-    # Ratios pair the runs of one round: recompute them from the raw times of each round.
-    times = {name: r['rounds_ms'] for name, r in result['raw']['backbone'].items()}
-    assert all(len(t) == 2 for t in times.values())
-    onnx, fused = times['s0 onnx'], times['s0 fused']
-    peaks = [128 ** 3 / min(a, b) / 1e6 for a, b in zip(times['sgemm torch'],
-                                                        times['sgemm onnx'])]
-    median = np.median
-    assert s0['onnx_over_fused'] == pytest.approx(median([o / f for o, f in zip(onnx, fused)]))
-    assert s0['onnx_peak_pct'] == pytest.approx(median(
-        [100 * s0['gmacs_fused'] * 1e3 / o / p for o, p in zip(onnx, peaks)]))
-    assert s0['ratio_target_needs_pct'] == pytest.approx(median(
-        [100 * s0['gmacs_image'] * 1e3 / (0.6 * f) / p for f, p in zip(fused, peaks)]))
-    assert s0['peak_gmacps'] == pytest.approx(median(peaks))
-    assert '| s0 ' in proc.stdout and 'target: fused ONNX Runtime <= 0.6x' in proc.stdout
-    assert (tmp_path / 'latency.png').stat().st_size > 0
-
-
-@pytest.mark.parametrize('kwargs', [dict(kernel_size=3, padding=1),
-                                    dict(kernel_size=3, padding=12, dilation=12),
-                                    dict(kernel_size=3, stride=2, padding=1, groups=4),
-                                    dict(kernel_size=1)])
-def test_image_macs_leave_out_the_taps_on_padding(kwargs):
-    """Against a convolution of ones: each output element then sums one per input channel of
-    its group for every tap inside the image, so the sum of the output is the MAC count."""
-    from mobileone_dense.benchmark.export import count_image_macs
-    conv = torch.nn.Conv2d(8, 12, bias=False, **kwargs)
-    torch.nn.init.ones_(conv.weight)
-    image = torch.ones(1, 8, 20, 16)
-    with torch.no_grad():
-        out = conv(image)
-    assert count_image_macs(conv, image) == round(out.sum().item())
-    every_tap = out.numel() * conv.weight[0].numel()
-    dilated = kwargs.get('dilation', 1) > 1
-    assert (count_image_macs(conv, image) < 0.5 * every_tap) == dilated

@@ -8,7 +8,7 @@ from mmengine.config import Config
 from mmengine.fileio import load
 from tools_helpers import ROOT, call_tool, error_line, make_demo_data, run_tool, write_tiny_config
 
-from mobileone_dense.utils.data_check import DatasetNotFoundError, check_datasets
+from mobileone_dense.datasets import DatasetNotFoundError, check_datasets
 
 TRAIN, TEST, DEMO = (ROOT / 'tools' / f for f in ('train.py', 'test.py', 'image_demo.py'))
 
@@ -70,8 +70,13 @@ def test_train_without_coco_says_where_and_how(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     line = error_line(*call_tool('train', ROOT / 'configs/ssdlite/mobileone_s0.py',
                                  capsys=capsys))
-    assert 'data/coco/annotations/instances_train2017.json' in line
+    assert 'CocoDataset folder data/coco (read by train_dataloader.dataset)' in line
     assert 'https://cocodataset.org' in line
+    # with the folder there, the first missing file is named
+    (tmp_path / 'data/coco/train2017').mkdir(parents=True)
+    line = error_line(*call_tool('train', ROOT / 'configs/ssdlite/mobileone_s0.py',
+                                 capsys=capsys))
+    assert 'CocoDataset file data/coco/annotations/instances_train2017.json' in line
 
 
 def test_test_without_checkpoint_or_coco(tmp_path, tiny, monkeypatch, capsys):
@@ -79,8 +84,9 @@ def test_test_without_checkpoint_or_coco(tmp_path, tiny, monkeypatch, capsys):
     line = error_line(*call_tool('test', config, tmp_path / 'none.pth', capsys=capsys))
     assert 'none.pth does not exist' in line
     monkeypatch.chdir(tmp_path)
+    (tmp_path / 'data/coco/val2017').mkdir(parents=True)
     line = error_line(*call_tool('test', config, tiny['checkpoint'], capsys=capsys))
-    assert 'data/coco/annotations/instances_val2017.json' in line
+    assert 'data/coco/annotations/instances_val2017.json (read by test_dataloader' in line
 
 
 def test_missing_config_is_one_sentence(tmp_path, capsys):
@@ -103,7 +109,7 @@ def test_check_datasets_names_the_path_and_the_fix(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = Config.fromfile(str(ROOT / 'configs/ssdlite/mobileone_s0.py'))
     with pytest.raises(DatasetNotFoundError, match=(
-            r'^CocoDataset file data/coco/annotations/instances_train2017\.json \(read by '
+            r'^CocoDataset folder data/coco \(read by '
             r'train_dataloader\.dataset\) does not exist: download .*cocodataset\.org.* or '
             r'point train_dataloader\.dataset\.data_root at your copy')):
         check_datasets(cfg, ['train_dataloader'])

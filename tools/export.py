@@ -17,8 +17,9 @@ import sys
 from mmengine.config import DictAction
 
 import mobileone_dense  # noqa: F401  (registers MobileOne, applies the compat fixes)
-from mobileone_dense.export import RTOL, ExportError, export
-from mobileone_dense.models.checkpoint import CheckpointMismatchError
+from mobileone_dense.export.numerics import RTOL
+from mobileone_dense.export.pipeline import export
+from mobileone_dense.utils import cli
 
 
 def parse_args(argv=None):
@@ -38,16 +39,11 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def main(argv=None) -> int:
+def main(argv=None) -> None:
     args = parse_args(argv)
-    try:
-        export(args.config, args.checkpoint, args.out_dir, onnx=args.onnx,
-               input_size=args.input_size, cfg_options=args.cfg_options, rtol=args.rtol)
-    except (ExportError, CheckpointMismatchError) as e:
-        print(f'export: {e}', file=sys.stderr)
-        return 1
-    return 0
+    export(args.config, args.checkpoint, args.out_dir, formats=['onnx'] if args.onnx else [],
+           input_size=args.input_size, cfg_options=args.cfg_options, rtol=args.rtol)
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(cli.run_tool(main))

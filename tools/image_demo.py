@@ -11,6 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from mobileone_dense.apis import load_config
+from mobileone_dense.tasks import task_of
 from mobileone_dense.utils import cli
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
@@ -56,44 +58,15 @@ def read_image(path: Path):
     return image
 
 
-def build(cfg, checkpoint: str, device: str):
-    """The model and a visualizer with its class names, for mmdet or mmseg configs."""
-    if cfg.get('default_scope') == 'mmseg':
-        from mmseg.apis import inference_model, init_model
-        from mmseg.visualization import SegLocalVisualizer
-        model = init_model(cfg, checkpoint, device=device)  # drops backbone init_cfg
-        meta = model.dataset_meta
-        visualizer = SegLocalVisualizer(name='image_demo', alpha=0.5)
-        visualizer.set_dataset_meta(classes=meta['classes'], palette=meta.get('palette'))
-        return model, visualizer, lambda img: inference_model(model, img)
-    from mmdet.apis import inference_detector, init_detector
-    from mmdet.visualization import DetLocalVisualizer
-    if cfg.model.get('backbone', {}).get('init_cfg') is not None:
-        cfg.model.backbone.init_cfg = None  # the checkpoint has every weight; no download
-    model = init_detector(cfg, checkpoint, device=device)
-    visualizer = DetLocalVisualizer(name='image_demo')
-    visualizer.dataset_meta = model.dataset_meta
-    return model, visualizer, lambda img: inference_detector(model, img)
-
-
-def summary(result, classes, score_thr: float) -> str:
-    if hasattr(result, 'pred_instances'):
-        keep = result.pred_instances.scores >= score_thr
-        labels = result.pred_instances.labels[keep].tolist()
-        counts = {classes[i]: labels.count(i) for i in sorted(set(labels))}
-        return ', '.join(f'{n} {c}' for c, n in counts.items()) or 'no boxes'
-    present = result.pred_sem_seg.data.unique().tolist()
-    return 'classes ' + ', '.join(classes[i] for i in present if i < len(classes))
-
-
 def main(argv=None):
     args = parse_args(argv)
     images = list_images(args.inputs)
     for path in images:
         read_image(path)  # fail on a bad file before building the model
-    cfg = cli.load_config(args.config)
+    cfg = load_config(args.config)
     cli.check_file(args.checkpoint, 'Checkpoint')
-    model, visualizer, infer = build(cfg, args.checkpoint, args.device)
+    task = task_of(cfg)
+    model, visualizer, infer = task.inferencer(cfg, args.checkpoint, args.device)
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     classes = model.dataset_meta['classes']
@@ -101,10 +74,11 @@ def main(argv=None):
         image = read_image(path)
         result = infer(image)
         out_file = out_dir / f'{path.stem}.png'
-        kwargs = dict(pred_score_thr=args.score_thr) if hasattr(result, 'pred_instances') else {}
         visualizer.add_datasample(path.name, image[..., ::-1], data_sample=result, draw_gt=False,
-                                  show=False, out_file=str(out_file), **kwargs)
-        print(f'{path} -> {out_file}: {summary(result, classes, args.score_thr)}', flush=True)
+                                  show=False, out_file=str(out_file),
+                                  **task.draw_kwargs(args.score_thr))
+        print(f'{path} -> {out_file}: {task.summary(result, classes, args.score_thr)}',
+              flush=True)
     print(f'drew {len(images)} image(s) into {out_dir}/', flush=True)
 
 

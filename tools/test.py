@@ -16,8 +16,11 @@ import sys
 
 from mmengine.config import DictAction
 
+from mobileone_dense.apis import check_checkpoint_file, drop_pretrained, load_config
+from mobileone_dense.datasets import check_datasets, reading_annotations
+from mobileone_dense.tasks import task_of
+from mobileone_dense.transforms import use_checked_image_loading
 from mobileone_dense.utils import cli
-from mobileone_dense.utils.data_check import check_datasets
 
 
 def parse_args(argv=None):
@@ -46,41 +49,34 @@ def show_predictions(cfg, show_dir: str) -> None:
     if hook is None:
         raise cli.UsageError("--show-dir needs default_hooks.visualization in the config, e.g. "
                              "visualization=dict(type='DetVisualizationHook').")
-    hook['draw'] = True
-    if cfg.get('default_scope') == 'mmseg':  # SegVisualizationHook saves through the visualizer
-        cfg.visualizer['save_dir'] = show_dir
-        hook['interval'] = 1
-    else:
-        hook['test_out_dir'] = osp.abspath(show_dir)
+    task_of(cfg).show_predictions(cfg, show_dir)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = cli.load_config(args.config, args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options)
     cli.check_file(args.checkpoint, 'Checkpoint')
+    check_checkpoint_file(args.checkpoint)
     cfg.launcher = args.launcher
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('work_dirs', osp.splitext(osp.basename(args.config))[0])
     cfg.load_from = args.checkpoint
-    if cfg.model.get('backbone', {}).get('init_cfg') is not None:
-        cfg.model.backbone.init_cfg = None  # the checkpoint has every weight; no download
+    drop_pretrained(cfg)  # the checkpoint has every weight; no download
     if args.show_dir:
         show_predictions(cfg, args.show_dir)
     check_datasets(cfg, ['test_dataloader'])
+    use_checked_image_loading(cfg, ['test_dataloader'], skip_unreadable=False)  # one sentence
     cli.setup_cpu_distributed(cfg, args.launcher)
 
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-    if args.out is not None:
-        if cfg.get('default_scope') == 'mmdet':
-            from mmdet.evaluation import DumpDetResults as Dump
-        else:
-            from mmengine.evaluator import DumpResults as Dump
-        runner.test_evaluator.metrics.append(Dump(out_file_path=args.out))
-    metrics, rank = runner.test(), runner.rank
+    with reading_annotations(cfg, ['test_dataloader']):
+        runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+        if args.out is not None:
+            runner.test_evaluator.metrics.append(task_of(cfg).dump_metric(args.out))
+        metrics, rank = runner.test(), runner.rank
     del runner  # its DDP wrapper holds the process group
     cli.close_distributed()
 

@@ -8,14 +8,18 @@ Checkpoints and logs go to ``--work-dir`` (default ``work_dirs/<config name>``).
 alone continues from the last checkpoint there; ``--resume PATH`` from that checkpoint.
 """
 import argparse
+import glob
 import os
 import os.path as osp
 import sys
+import zipfile
 
 from mmengine.config import DictAction
 
+from mobileone_dense.apis import check_checkpoint_file, load_config
+from mobileone_dense.datasets import check_datasets, reading_annotations
+from mobileone_dense.transforms import use_checked_image_loading
 from mobileone_dense.utils import cli
-from mobileone_dense.utils.data_check import check_datasets
 
 
 def parse_args(argv=None):
@@ -40,9 +44,29 @@ def parse_args(argv=None):
     return args
 
 
+def check_newest_checkpoint(work_dir: str) -> None:
+    """Say in one sentence, before anything is built, that the checkpoint ``--resume`` alone
+    would continue from (the one ``WORK_DIR/last_checkpoint`` names) was cut short, and name an
+    earlier one: mmengine would stop in ``torch.load``, and silently falling back to an older
+    checkpoint would hide that iterations are lost."""
+    from mmengine.runner.checkpoint import find_latest_checkpoint
+    newest = find_latest_checkpoint(work_dir) if osp.isdir(work_dir) else None
+    if not newest or '://' in newest or not osp.isfile(newest):
+        return
+    earlier = sorted((p for p in glob.glob(osp.join(work_dir, '*.pth'))
+                      if not osp.samefile(p, newest) and zipfile.is_zipfile(p)),
+                     key=osp.getmtime, reverse=True)
+    advice = (f'pass an earlier one with --resume PATH, e.g. --resume {earlier[0]}' if earlier
+              else 'there is no earlier one, so train without --resume to start over')
+    check_checkpoint_file(newest, fix=(
+        f'it is the newest checkpoint in {work_dir}, the one --resume alone continues from, and '
+        f'was probably cut short while being saved; --resume does not fall back to an older '
+        f'checkpoint by itself: {advice}'))
+
+
 def main(argv=None):
     args = parse_args(argv)
-    cfg = cli.load_config(args.config, args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options)
     cfg.launcher = args.launcher
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
@@ -62,15 +86,23 @@ def main(argv=None):
     elif args.resume is not None:
         cli.check_file(args.resume, 'Checkpoint to resume from')
         cfg.resume, cfg.load_from = True, args.resume
+    if cfg.get('load_from'):  # --resume PATH, or the config's load_from
+        check_checkpoint_file(cfg.load_from)
+    elif cfg.get('resume'):
+        check_newest_checkpoint(cfg.work_dir)
 
     loaders = ['train_dataloader'] + (['val_dataloader'] if cfg.get('val_cfg') else [])
     check_datasets(cfg, loaders)
+    # An unreadable training image is skipped with a warning; validation stops on one.
+    use_checked_image_loading(cfg, ['train_dataloader'], skip_unreadable=True)
+    use_checked_image_loading(cfg, ['val_dataloader'], skip_unreadable=False)
     cli.setup_cpu_distributed(cfg, args.launcher)
 
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-    runner.train()
+    with reading_annotations(cfg, loaders):
+        runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+        runner.train()
     del runner  # its DDP wrapper holds the process group
     cli.close_distributed()
 

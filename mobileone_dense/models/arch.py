@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Mapping, Sequence, Union
 
+from ..errors import UnknownArchError
+
 BASE_CHANNELS = (64, 128, 256, 512)
 NUM_STAGES = 5  # stage0 (stem) .. stage4
 
@@ -79,7 +81,7 @@ def get_arch(arch: ArchLike) -> MobileOneArch:
     if isinstance(arch, str):
         key = arch.lower().replace('mobileone_', '').replace('µ', 'mu')
         if key not in ARCHS:
-            raise ValueError(f'Unknown MobileOne arch {arch!r}: choose one of '
+            raise UnknownArchError(f'Unknown MobileOne arch {arch!r}: choose one of '
                              f'{", ".join(ARCHS)} or pass a dict with the fields '
                              f'{", ".join(f.name for f in fields(MobileOneArch))}.')
         return ARCHS[key]

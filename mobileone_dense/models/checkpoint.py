@@ -32,6 +32,8 @@ from mmengine.logging import print_log
 from mmengine.runner.checkpoint import CheckpointLoader
 from torch import nn
 
+from ..errors import CheckpointMismatchError
+
 _MMPRETRAIN = [
     (r'\.branch_conv_list\.(\d+)\.norm\.', r'.rbr_conv.\1.bn.'),
     (r'\.branch_conv_list\.', '.rbr_conv.'),
@@ -52,10 +54,6 @@ _TIMM = [
     (r'\.attn\.fc2\.', '.se.expand.'),
 ]
 _CLASSIFIER = re.compile(r'^(linear|head|fc|classifier|final_conv)\.')
-
-
-class CheckpointMismatchError(ValueError):
-    """A checkpoint does not fit the model it is loaded into."""
 
 
 def extract_state_dict(checkpoint: Mapping) -> dict[str, torch.Tensor]:

@@ -1,5 +1,5 @@
-"""What the command-line tools share: loading a config, turning the errors a user can fix into
-one sentence, and the CPU side of distributed training.
+"""What the command-line tools share: one entry that turns the errors a user can fix into one
+sentence and exit status 1, and the CPU side of distributed training.
 """
 from __future__ import annotations
 
@@ -8,44 +8,53 @@ import sys
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
-from ..models.checkpoint import CheckpointMismatchError
-from .data_check import DatasetNotFoundError
+from ..errors import USER_ERRORS, EnvironmentBrokenError, UsageError
+
+__all__ = ['UsageError', 'USER_ERRORS', 'run_tool', 'user_message', 'check_file',
+           'setup_cpu_distributed', 'close_distributed']
 
 
-class UsageError(ValueError):
-    """A bad command-line input (a file that is missing or unreadable, a wrong option)."""
+def check_environment() -> None:
+    """Raise :class:`EnvironmentBrokenError` if an installed package the tools need is broken.
+
+    mmengine 0.10.7 imports ``pkg_resources`` to find the configs inside mmdet and mmseg (every
+    config here has an ``mmdet::``/``mmseg::`` base); setuptools 82 removed it, and a ``pip
+    install`` of another package can upgrade setuptools in the project's environment. ``make
+    install`` would not notice (its check imports the packages, which works without it).
+    """
+    import importlib.util
+    if importlib.util.find_spec('pkg_resources') is None:
+        raise EnvironmentBrokenError(
+            f'setuptools in this Python environment has no pkg_resources module, which mmengine '
+            f'needs to read the configs (setuptools 82 removed it; a pip install of another '
+            f'package probably upgraded it): run `{sys.executable} -m pip install '
+            f'"setuptools<70"`, the version make install pins.')
 
 
-# Errors a person fixes by changing an input (missing data or file, unreachable URL, a
-# checkpoint of the wrong model): the tools print their one-sentence message, no traceback.
-# Set MOBILEONE_DENSE_TRACEBACK=1 to see the traceback anyway.
-USER_ERRORS = (UsageError, DatasetNotFoundError, CheckpointMismatchError, ConnectionError,
-               FileNotFoundError)
+def user_message(error: BaseException) -> str:
+    """The sentence of a :data:`USER_ERRORS` error, also when torch re-raised it from a
+    dataloader worker (``Caught DatasetReadError in DataLoader worker process 0.``, then the
+    worker's traceback, then the error's own line)."""
+    text = str(error)
+    if text.startswith('Caught ') and '\nOriginal Traceback' in text:
+        last = text.rstrip().splitlines()[-1]
+        text = last.split(f'{type(error).__name__}: ', 1)[-1]
+    return text
 
 
 def run_tool(main: Callable[[Optional[Sequence[str]]], object],
              argv: Optional[Sequence[str]] = None) -> int:
-    """Run a tool's ``main``; a :data:`USER_ERRORS` error becomes ``error: <sentence>`` on
-    stderr and exit status 1."""
+    """Run a tool's ``main`` after :func:`check_environment`; a :data:`USER_ERRORS` error becomes
+    ``error: <sentence>`` on stderr and exit status 1."""
     try:
-        main(argv)
+        check_environment()
+        status = main(argv)
     except USER_ERRORS as e:
         if os.environ.get('MOBILEONE_DENSE_TRACEBACK'):
             raise
-        print(f'error: {e}', file=sys.stderr, flush=True)
+        print(f'error: {user_message(e)}', file=sys.stderr, flush=True)
         return 1
-    return 0
-
-
-def load_config(path: str, cfg_options: Optional[dict] = None):
-    """``Config.fromfile`` with a clear error for a missing file; applies ``--cfg-options``."""
-    from mmengine.config import Config
-    if not Path(path).is_file():
-        raise UsageError(f'Config file {path} does not exist: pass one of configs/**/*.py.')
-    cfg = Config.fromfile(path)
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    return cfg
+    return status if isinstance(status, int) else 0
 
 
 def check_file(path: str, what: str) -> None:

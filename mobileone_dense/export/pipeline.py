@@ -1,0 +1,175 @@
+"""The export pipeline: a trained checkpoint in, checked deployment files out.
+
+:func:`export` loads the train-time checkpoint strictly, fuses every MobileOne block, proves on
+an input that the fused model gives the train-time outputs, and writes
+
+- ``fused.pth``: the fused state_dict and the checkpoint's meta (class names included);
+- ``train_config.py``: the training config, flattened (inheritance resolved);
+- ``deploy_config.py``: two lines over ``train_config.py`` (``deploy=True``, no pretrained
+  init); it builds exactly the model that ``fused.pth`` fits, so mmengine loads it strictly;
+- one file per requested format (:data:`FORMATS`), each checked against PyTorch where it can
+  run here: ``model.onnx`` (the fused model with its post-processing, run in ONNX Runtime).
+
+Nothing is written unless every check passes.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..apis import build_model, load_checkpoint, load_config
+from ..errors import ExportError
+from ..models.checkpoint import check_state_dict
+from ..tasks import Task, task_of
+from .fusion import fuse, has_mobileone
+from .numerics import RTOL, check_fused, compare, make_image, raw_outputs
+
+DEPLOY_CONFIG = """\
+# Deploy config written by tools/export.py: the training config with every MobileOne block
+# fused (deploy=True) and no pretrained init. It loads fused.pth strictly, e.g.
+#   python tools/test.py {dir}/deploy_config.py {dir}/fused.pth
+_base_ = './train_config.py'
+model = dict(backbone=dict(deploy=True, init_cfg=None))
+"""
+
+
+@dataclass
+class Context:
+    """What a format writer gets: the fused deploy model, its task, a test image and the
+    tolerance the fused model met, and the folder to write into."""
+    model: nn.Module
+    task: Task
+    image: Tensor
+    input_size: tuple[int, int]
+    rtol: float
+    out_dir: Path
+    log: Callable[[str], None]
+
+
+def write_onnx(ctx: Context) -> dict:
+    """``model.onnx``: the graph of :meth:`Task.export_wrapper`, run in ONNX Runtime and
+    compared with the package's own ``predict``."""
+    from ..runtimes.onnxruntime import ort_session
+    from .onnx import export_onnx
+    wrapper = ctx.task.export_wrapper(ctx.model, ctx.input_size)
+    path = export_onnx(wrapper, ctx.image, ctx.out_dir / 'model.onnx', ctx.task.output_names)
+    reference = ctx.task.predictions(ctx.model, ctx.image)
+    with torch.no_grad():
+        graph = ctx.task.compare_predictions(wrapper(ctx.image), reference, ctx.rtol,
+                                             ctx.input_size)
+    ctx.log(f'export graph in PyTorch vs {ctx.task.scope} predict: {graph.text}')
+    ort_out = ort_session(path).run(None, {'image': ctx.image.numpy()})
+    onnx = ctx.task.compare_predictions(ort_out, reference, ctx.rtol, ctx.input_size)
+    ctx.log(f'ONNX Runtime vs PyTorch ({ctx.task.scope} predict): {onnx.text}')
+    if not (graph.ok and onnx.ok):
+        raise ExportError('ONNX Runtime disagrees with PyTorch beyond tolerance (see above), '
+                          'so nothing was written: report this with the config.')
+    return onnx.details
+
+
+#: Format name -> writer; each writes its file(s) into ``ctx.out_dir`` and returns its checks.
+FORMATS: dict[str, Callable[[Context], dict]] = {'onnx': write_onnx}
+#: Files a format writes, in the order they are moved out of the scratch folder.
+FILES = ('fused.pth', 'train_config.py', 'deploy_config.py', 'model.onnx')
+
+
+def _input_size(cfg, task: Task, input_size: Optional[Sequence[int]]) -> tuple[int, int]:
+    size = tuple(input_size) if input_size else task.default_input_size(cfg)
+    if len(size) != 2 or min(size) < 32:
+        raise ExportError(f'--input-size must be two numbers H W of at least 32, got {size}.')
+    return int(size[0]), int(size[1])
+
+
+def export(config: str | Path, checkpoint: str | Path, out_dir: str | Path,
+           formats: Sequence[str] = (), input_size: Optional[Sequence[int]] = None,
+           cfg_options: Optional[dict] = None, rtol: float = RTOL, log=print) -> dict:
+    """Fuse a trained model and write ``fused.pth``, ``deploy_config.py`` and ``formats``.
+
+    Args:
+        config: The training config.
+        checkpoint: The train-time checkpoint (mmengine's, with ``state_dict`` and ``meta``).
+        out_dir: Where the files go (created).
+        formats: Names from :data:`FORMATS` to write and check as well.
+        input_size: (H, W) of the check input and of the exported graphs; default: the
+            config's.
+        cfg_options: Overrides of the config, as ``--cfg-options``.
+        rtol: Smallest tolerance of the checks (a model that amplifies float32 rounding more
+            gets more, up to a fixed cap: :func:`~.numerics.float_tolerance`).
+        log: Where progress lines go.
+
+    Returns:
+        What was written and measured (paths, agreements).
+
+    Raises:
+        ExportError, CheckpointMismatchError: With one sentence naming the problem and the fix.
+    """
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise ExportError(f'Unknown export format {unknown[0]!r}: choose from '
+                          f'{", ".join(FORMATS)}.')
+    cfg = load_config(config, cfg_options)
+    task = task_of(cfg)
+    size = _input_size(cfg, task, input_size)
+    model = build_model(cfg)
+    if not has_mobileone(model):
+        raise ExportError(f'{config} builds no MobileOne block, so there is nothing to fuse: '
+                          f'export a config with a MobileOne backbone.')
+    meta = load_checkpoint(model, checkpoint)
+    log(f'loaded the train-time checkpoint {checkpoint} into {type(model).__name__} '
+        f'({task.name}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params)')
+
+    fused = fuse(model)
+    image = make_image(size)
+    inputs, _ = task.preprocess(model, image)
+    agreement, noise = check_fused(model, fused, inputs, rtol, ', so nothing was written')
+    log(f'fused vs train-time on a {size[0]}x{size[1]} input: {agreement}')
+    log(f'  (tolerance: 8x the float32 rounding error of the train-time model itself, '
+        f'{noise:.1e} against float64, within [{rtol:.1e}, cap])')
+    fused_sd = fused.state_dict()
+    report = dict(task=task.name, input_size=size, fused=vars(agreement), float32_error=noise,
+                  params_train=sum(p.numel() for p in model.parameters()),
+                  params_fused=sum(p.numel() for p in fused.parameters()))
+
+    out_dir = Path(out_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        cfg.dump(str(tmp / 'train_config.py'))
+        (tmp / 'deploy_config.py').write_text(DEPLOY_CONFIG.format(dir=out_dir))
+        deploy_cfg = load_config(tmp / 'deploy_config.py')
+        deploy_model = build_model(deploy_cfg)
+        check_state_dict(deploy_model, fused_sd, source='The fused state_dict')
+        deploy_model.load_state_dict(fused_sd, strict=True)
+        deploy = compare(raw_outputs(deploy_model, inputs), raw_outputs(model, inputs),
+                         agreement.rtol)
+        if not deploy.ok:
+            raise ExportError(f'The model of deploy_config.py with the fused weights differs '
+                              f'from the train-time model ({deploy}); nothing was written.')
+        meta = dict(meta)
+        meta['cfg'] = deploy_cfg.pretty_text  # inferencers given only fused.pth build this
+        meta['mobileone_dense_export'] = dict(
+            train_checkpoint=str(checkpoint), train_config=str(config),
+            fused_max_rel_diff=agreement.max_rel, input_size=list(size))
+        if 'dataset_meta' not in meta:
+            log('note: the checkpoint has no dataset_meta (class names); inferencers will '
+                'fall back to the dataset defaults')
+        torch.save(dict(meta=meta, state_dict=fused_sd), tmp / 'fused.pth')
+
+        ctx = Context(deploy_model, task, image, size, agreement.rtol, tmp, log)
+        for name in formats:
+            report[name] = FORMATS[name](ctx)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        written = {}
+        for name in FILES:
+            if (tmp / name).exists():
+                shutil.move(str(tmp / name), str(out_dir / name))
+                written[name] = str(out_dir / name)
+    report['written'] = written
+    for path in written.values():
+        log(f'wrote {path}')
+    return report

@@ -1,0 +1,53 @@
+"""ONNX Runtime on the CPU: sessions with every graph optimisation, and the process-wide thread
+pool that a process serving several models wants."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+
+def ort_session(path: str | Path, threads: Optional[int] = None, spinning: bool = False,
+                shared_pool: bool = False):
+    """An ONNX Runtime CPU session with all graph optimizations.
+
+    Args:
+        path: The ``.onnx`` file.
+        threads: Intra-op threads (None: ONNX Runtime's default, one per core).
+        spinning: Let idle worker threads spin; off, so that the session does not steal the
+            cores of PyTorch code running between its calls.
+        shared_pool: Run on the process-wide thread pool instead of a pool of the session's
+            own; ``threads`` and ``spinning`` are then the pool's (see
+            :func:`ort_use_shared_pool`, which must come before the first session).
+    """
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if shared_pool:
+        options.use_per_session_threads = False
+    else:
+        options.inter_op_num_threads = 1
+        if threads:
+            options.intra_op_num_threads = threads
+        options.add_session_config_entry('session.intra_op.allow_spinning',
+                                         '1' if spinning else '0')
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
+    except Exception as e:
+        if shared_pool and 'GlobalThreadPools' in str(e):
+            raise RuntimeError('ONNX Runtime has no shared thread pool in this process: call '
+                               'ort_use_shared_pool() before its first session.') from None
+        raise
+
+
+def ort_use_shared_pool(threads: int) -> None:
+    """Give the process one ONNX Runtime thread pool (``threads`` intra-op workers, spinning
+    between runs, ONNX Runtime's default) for the sessions made with ``shared_pool=True``.
+
+    A process that serves several models wants this: with a pool per session, the workers of
+    the session that ran last keep spinning on the cores while the next one runs. It must be
+    called before the process makes its first session.
+    """
+    import onnxruntime as ort
+    ort.set_global_thread_pool_sizes(threads, 1)

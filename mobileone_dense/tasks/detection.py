@@ -1,0 +1,98 @@
+"""Detection (mmdet, SSDLite): what building, exporting, checking, drawing and evaluating a
+detector needs that a segmentor does not."""
+from __future__ import annotations
+
+import math
+import os.path as osp
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..apis import drop_pretrained
+from .base import Comparison, Task
+
+
+def match_detections(actual: Sequence, expected: Sequence, box_atol: float = 1e-2) -> dict:
+    """Pair detections of two runs (boxes, scores, labels, by decreasing score).
+
+    Each expected detection is paired with the unused actual one of the same label whose box
+    is nearest (L-inf); a pair counts when the boxes are within ``box_atol`` pixels.
+    """
+    a_boxes, a_scores, a_labels = (torch.as_tensor(x) for x in actual)
+    e_boxes, e_scores, e_labels = (torch.as_tensor(x) for x in expected)
+    used = torch.zeros(len(a_boxes), dtype=torch.bool)
+    matched, box_diff, score_diff = 0, 0.0, 0.0
+    for box, score, label in zip(e_boxes, e_scores, e_labels):
+        candidates = (~used) & (a_labels == label)
+        if not candidates.any():
+            continue
+        dist = (a_boxes - box).abs().amax(dim=1).masked_fill(~candidates, math.inf)
+        j = int(dist.argmin())
+        if dist[j] <= box_atol:
+            used[j] = True
+            matched += 1
+            box_diff = max(box_diff, float(dist[j]))
+            score_diff = max(score_diff, float((a_scores[j] - score).abs()))
+    return dict(expected=len(e_boxes), actual=len(a_boxes), matched=matched,
+                max_box_diff=box_diff, max_score_diff=score_diff,
+                ok=matched == len(e_boxes) == len(a_boxes))
+
+
+def describe_detections(m: dict) -> str:
+    return (f'{m["matched"]} of {m["expected"]} detections matched ({m["actual"]} found), '
+            f'max box diff {m["max_box_diff"]:.2e} px, max score diff '
+            f'{m["max_score_diff"]:.2e}: {"OK" if m["ok"] else "MISMATCH"}')
+
+
+class DetectionTask(Task):
+    name = 'detection'
+    scope = 'mmdet'
+    output_names = ('boxes', 'scores', 'labels')
+
+    def data_sample(self, metainfo: dict):
+        from mmdet.structures import DetDataSample
+        return DetDataSample(metainfo=metainfo)
+
+    def export_wrapper(self, model: nn.Module, input_size: Sequence[int]) -> nn.Module:
+        from ..export.graph import DetectorGraph
+        return DetectorGraph(model, input_size).eval()
+
+    def predictions(self, model: nn.Module, image: Tensor) -> list[Tensor]:
+        inputs, samples = self.preprocess(model, image)
+        with torch.no_grad():
+            pred = model.predict(inputs, samples)[0].pred_instances
+        return [pred.bboxes, pred.scores, pred.labels]
+
+    def compare_predictions(self, actual: Sequence, expected: Sequence, rtol: float,
+                            input_size: Sequence[int]) -> Comparison:
+        """Detections match one to one, boxes within ``rtol`` of the input size (at least
+        0.01 px)."""
+        m = match_detections(actual, expected, box_atol=max(1e-2, rtol * max(input_size)))
+        return Comparison(m['ok'], describe_detections(m), m)
+
+    def dump_metric(self, out_file: str):
+        from mmdet.evaluation import DumpDetResults
+        return DumpDetResults(out_file_path=out_file)
+
+    def show_predictions(self, cfg, show_dir: str) -> None:
+        cfg.default_hooks.visualization['draw'] = True
+        cfg.default_hooks.visualization['test_out_dir'] = osp.abspath(show_dir)
+
+    def inferencer(self, cfg, checkpoint: str, device: str):
+        from mmdet.apis import inference_detector, init_detector
+        from mmdet.visualization import DetLocalVisualizer
+        drop_pretrained(cfg)
+        model = init_detector(cfg, checkpoint, device=device)
+        visualizer = DetLocalVisualizer(name='image_demo')
+        visualizer.dataset_meta = model.dataset_meta
+        return model, visualizer, lambda img: inference_detector(model, img)
+
+    def summary(self, result, classes: Sequence[str], score_thr: float) -> str:
+        keep = result.pred_instances.scores >= score_thr
+        labels = result.pred_instances.labels[keep].tolist()
+        counts = {classes[i]: labels.count(i) for i in sorted(set(labels))}
+        return ', '.join(f'{n} {c}' for c, n in counts.items()) or 'no boxes'
+
+    def draw_kwargs(self, score_thr: float) -> dict:
+        return dict(pred_score_thr=score_thr)
