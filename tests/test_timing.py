@@ -43,3 +43,27 @@ def test_each_candidate_can_have_its_own_settling_count(monkeypatch):
     assert [fake.calls.count(n) for n in ('model', 'sgemm', 'other')] == [16, 4, 8]
     assert result['model']['median_ms'] == pytest.approx(1.0)
     assert result['sgemm']['median_ms'] == pytest.approx(10.0)
+
+
+@pytest.mark.parametrize('inference', [True, False])
+def test_training_steps_time_with_autograd(monkeypatch, inference):
+    """The same loop times training steps (``inference=False``): a backward pass works there,
+    and one round is enough (``--train-rounds 1``)."""
+    import torch
+    fake = FakeRuntimes(monkeypatch, ['step'])
+    model = torch.nn.Linear(3, 1)
+
+    def step():
+        fake.call('step')
+        model(torch.ones(1, 3)).sum().backward()
+
+    if inference:
+        with pytest.raises(RuntimeError):
+            timing.time_side_by_side({'step': step}, rounds=1, warmup=0, settle=0,
+                                     progress=False)
+        return
+    result = timing.time_side_by_side({'step': step}, rounds=1, warmup=1, settle=0,
+                                      progress=False, inference=False)
+    assert result['step']['median_ms'] == pytest.approx(1.0)  # the second call in a row
+    assert result['step']['iqr_ms'] == 0 and fake.calls == ['step', 'step']
+    assert model.weight.grad is not None

@@ -1,39 +1,41 @@
-"""Latency benchmarks, measured side by side in one run (medians of interleaved rounds).
+"""Latency and throughput benchmarks, measured side by side in one run (interleaved rounds).
 
     python tools/benchmark.py backbone [--variants s0 s1] [--sizes 224 320] [--rounds 50]
     python tools/benchmark.py {detector,segmentor,export} ...   (see --help of each)
 
-Prints a markdown table and writes it, with the raw medians, as JSON (``--out``).
+Prints a markdown table and writes it, with the raw figures, as JSON (``--out``).
 """
 import argparse
 import importlib
-import pkgutil
 import sys
 
-import mobileone_dense  # noqa: F401  (registers MobileOne)
-import mobileone_dense.benchmark as benchmarks
-from mobileone_dense.benchmark.common import save_json
+import mobileone_dense  # noqa: F401  (registers MobileOne, applies the compat fixes)
+from mobileone_dense.benchmark.common import WORK_DIR, save_json
+from mobileone_dense.utils import cli
 
-# Every module of mobileone_dense.benchmark with add_arguments() and run() is a subcommand.
-SUBCOMMANDS = {m.name: f'{benchmarks.__name__}.{m.name}'
-               for m in pkgutil.iter_modules(benchmarks.__path__) if m.name != 'common'}
+#: The subcommands: each names a module of mobileone_dense.benchmark with add_arguments(parser)
+#: and run(args) -> dict.
+SUBCOMMANDS = ('backbone', 'detector', 'segmentor', 'export')
 
 
-def main(argv=None):
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest='what', required=True)
     modules = {}
-    for name, module in SUBCOMMANDS.items():
-        modules[name] = importlib.import_module(module)
-        p = sub.add_parser(name, help=modules[name].__doc__.splitlines()[0])
-        p.add_argument('--out', default=f'work_dirs/benchmark/{name}.json',
+    for name in SUBCOMMANDS:
+        module = modules[name] = importlib.import_module(f'mobileone_dense.benchmark.{name}')
+        # the docstring's first paragraph, without its ``tools/benchmark.py NAME``: prefix
+        summary = ' '.join(module.__doc__.split('\n\n')[0].split()).split('``: ', 1)[-1]
+        p = sub.add_parser(name, help=summary.replace('%', '%%'), description=module.__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.add_argument('--out', default=str(WORK_DIR / f'{name}.json'),
                        help='where the JSON goes (default: %(default)s)')
-        modules[name].add_arguments(p)
+        module.add_arguments(p)
     args = parser.parse_args(argv)
     result = modules[args.what].run(args)
     print(f'wrote {save_json(result, args.out)}')
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(cli.run_tool(main))

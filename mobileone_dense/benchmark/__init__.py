@@ -1,2 +1,4 @@
-"""Benchmarks behind ``tools/benchmark.py``: one module per subcommand, each with
-``add_arguments(parser)`` and ``run(args) -> dict``."""
+"""Benchmarks behind ``tools/benchmark.py``: one module per subcommand (``backbone``,
+``detector``, ``segmentor``, ``export``, ``train``), each with ``add_arguments(parser)`` and
+``run(args) -> dict``, and the pieces they share (``common``; for ``export``: ``candidates``,
+``macs``, ``load``, ``plot``)."""

@@ -1,38 +1,40 @@
-"""``tools/benchmark.py backbone``: unfused vs fused MobileOne against mmdet's MobileNetV2."""
+"""``tools/benchmark.py backbone``: unfused vs fused MobileOne backbones against mmdet's
+MobileNetV2, side by side at each input size."""
 from __future__ import annotations
 
 import argparse
 
 import torch
 
-from ..models import ARCHS, MobileOne
-from ..reparam import reparameterize_model
+from .. import apis
+from ..export.fusion import fuse
+from ..models import MobileOne
 from ..utils.timing import time_side_by_side
 from .common import format_table, machine_info
 
-PEER = 'MobileNetV2'
+PEER = apis.PEER_NAME
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('--variants', nargs='+', default=list(ARCHS), choices=list(ARCHS))
+    parser.add_argument('--variants', nargs='+', default=list(apis.VARIANTS),
+                        choices=apis.VARIANTS)
     parser.add_argument('--sizes', nargs='+', type=int, default=[224, 320])
     parser.add_argument('--rounds', type=int, default=50, help='timed runs per model')
     parser.add_argument('--warmup', type=int, default=5)
 
 
-def _mobilenet_v2() -> torch.nn.Module:
-    from mmdet.models.backbones import MobileNetV2
-    model = MobileNetV2(out_indices=(7, ))
-    model.eval()  # mmdet's MobileNetV2.train() does not return self, so .eval() gives None
-    return model
+def build_models(variants) -> dict[str, torch.nn.Module]:
+    """The peer, then each variant's train-time and fused backbone (stage4 output)."""
+    models = {PEER: apis.mobilenet_v2_backbone()}
+    for v in variants:
+        train_time = MobileOne(v, out_indices=(4, )).eval()
+        models[f'{v} unfused'] = train_time
+        models[f'{v} fused'] = fuse(train_time)
+    return models
 
 
 def run(args: argparse.Namespace) -> dict:
-    models = {PEER: _mobilenet_v2()}
-    for v in args.variants:
-        train_time = MobileOne(v, out_indices=(4, )).eval()
-        models[f'{v} unfused'] = train_time
-        models[f'{v} fused'] = reparameterize_model(train_time)
+    models = build_models(args.variants)
     results = {}
     for size in args.sizes:
         print(f'backbone latency at {size}x{size}, batch 1, {torch.get_num_threads()} threads, '

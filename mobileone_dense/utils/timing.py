@@ -1,4 +1,5 @@
-"""Latency measurement that survives a shared, noisy machine.
+"""The one interleaved timing loop: latency (and training steps) that survive a shared, noisy
+machine.
 
 Models are timed *side by side*: every round runs each candidate in a rotating order, so a
 burst of load from elsewhere hits all of them alike; we report the median of the rounds.
@@ -13,6 +14,7 @@ brings the interleaved figures back to the steady state a deployed model sees.
 """
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from typing import Callable, Mapping
@@ -22,12 +24,12 @@ import torch
 
 def time_side_by_side(fns: Mapping[str, Callable[[], object]], rounds: int = 50,
                       warmup: int = 5, settle: int | Mapping[str, int] = 1,
-                      progress: bool = True) -> dict[str, dict]:
+                      progress: bool = True, inference: bool = True) -> dict[str, dict]:
     """Median, min and interquartile spread (ms) of each callable, measured interleaved, and
     its time in each round (``rounds_ms``), to pair candidates round by round.
 
     Args:
-        fns: Name -> zero-argument callable (one forward pass).
+        fns: Name -> zero-argument callable (one forward pass, or one training step).
         rounds: Timed runs of each callable.
         warmup: Untimed runs of each callable first.
         settle: Untimed calls of a candidate right before each of its timed calls, so that it
@@ -35,11 +37,13 @@ def time_side_by_side(fns: Mapping[str, Callable[[], object]], rounds: int = 50,
             still holds the cores (see the module docstring). 0 times the first call. A
             mapping gives each candidate its own count.
         progress: Print a progress line every tenth round.
+        inference: Run under ``torch.inference_mode``; False for training steps, which need
+            autograd (they run in the caller's grad mode).
     """
     names = list(fns)
     settles = settle if isinstance(settle, Mapping) else dict.fromkeys(names, settle)
     times: dict[str, list[float]] = {n: [] for n in names}
-    with torch.inference_mode():
+    with torch.inference_mode() if inference else contextlib.nullcontext():
         for _ in range(warmup):
             for n in names:
                 fns[n]()
@@ -55,9 +59,10 @@ def time_side_by_side(fns: Mapping[str, Callable[[], object]], rounds: int = 50,
                 print(f'  round {r + 1}/{rounds}', end='\r', flush=True)
     if progress:
         print(' ' * 30, end='\r')
-    out = {}
-    for n, t in times.items():
-        q = statistics.quantiles(t, n=4)
-        out[n] = dict(median_ms=statistics.median(t), min_ms=min(t), iqr_ms=q[2] - q[0],
-                      rounds_ms=t)
-    return out
+    return {n: _summary(t) for n, t in times.items()}
+
+
+def _summary(times_ms: list[float]) -> dict:
+    q = statistics.quantiles(times_ms, n=4) if len(times_ms) > 1 else [times_ms[0]] * 3
+    return dict(median_ms=statistics.median(times_ms), min_ms=min(times_ms),
+                iqr_ms=q[2] - q[0], rounds_ms=times_ms)
