@@ -3,6 +3,10 @@
 It follows the structure of Apple's ``mobileone.py`` (``stage0`` block, ``_make_stage`` pairs,
 ``rbr_skip`` / ``rbr_scale`` / ``rbr_conv`` branches, SE on the last pairs) without sharing any
 code with ``mobileone_dense``, so tests can check our naming and numerics against it.
+
+Outputs of Apple's own code for S0-S4 (``data/apple_oracle``) are the reference for those
+variants, and ``test_apple_oracle.py`` checks this restatement against them; the restatement
+remains the reference for the micro variants mu0-mu2, which Apple's code lacks.
 """
 import torch
 import torch.nn.functional as F
