@@ -9,11 +9,12 @@ import json
 
 import pytest
 import torch
+from conftest import calibrate_bn
 from tools_helpers import ROOT, call_tool, error_line, run_tool
 from torch import nn
 
 import mobileone_dense
-from mobileone_dense.benchmark import detector, export, segmentor
+from mobileone_dense.benchmark import export, segmentor
 from mobileone_dense.benchmark.macs import count_image_macs, count_macs
 from mobileone_dense.benchmark.plot import draw
 
@@ -163,20 +164,21 @@ def test_detector_runs_end_to_end(tmp_path, capsys):
                                       for kind in ('train-time', 'fused', 'fused network')}
 
 
-def test_detector_refuses_a_fusion_that_changes_outputs(tmp_path, capsys, monkeypatch):
-    fuse = detector.fuse
-
-    def broken(model, fold_bn=False):
-        fused = fuse(model, fold_bn)
-        with torch.no_grad():
-            next(fused.backbone.parameters()).mul_(1.5)
-        return fused
-
-    monkeypatch.setattr(detector, 'fuse', broken)
-    line = error_line(*call_tool('benchmark', 'detector', '--variants', 's0', '--size', '64',
-                                 '--rounds', '1', '--train-rounds', '0',
-                                 '--out', tmp_path / 'd.json', capsys=capsys))
-    assert 'differs from the train-time model beyond float tolerance' in line
+def test_check_fused_refuses_a_fusion_that_changes_outputs():
+    """The one fused-vs-train-time check every benchmark and the export run: rounding passes, a
+    fusion bug (one fused kernel off by half) does not."""
+    from mobileone_dense.errors import ExportError
+    from mobileone_dense.export.fusion import fuse
+    from mobileone_dense.export.numerics import check_fused
+    model = calibrate_bn(mobileone_dense.MobileOne('mu0', out_indices=(4, )), size=64)
+    image = torch.rand(1, 3, 64, 64)
+    fused = fuse(model)
+    agreement, noise = check_fused(model, fused, image)
+    assert agreement.ok and noise < agreement.rtol
+    with torch.no_grad():
+        fused.stage2[1].reparam_conv.weight.mul_(1.5)
+    with pytest.raises(ExportError, match='differs from the train-time model beyond float'):
+        check_fused(model, fused, image)
 
 
 def test_segmentor_runs_end_to_end(tmp_path, capsys):
