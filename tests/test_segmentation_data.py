@@ -48,7 +48,8 @@ def test_complete_voc_passes_and_a_missing_list_is_named(tmp_path):
     _make_voc(tmp_path)
     check_segmentation_data(_cfg('mobileone_s1_voc.py'), root=tmp_path)
     (tmp_path / VOC / 'ImageSets' / 'Segmentation' / 'aug.txt').unlink()
-    with pytest.raises(DatasetNotFoundError, match=r'ImageSets/Segmentation/aug.txt \(read by .*\) does not exist'):
+    with pytest.raises(DatasetNotFoundError,
+                       match=r'ImageSets/Segmentation/aug.txt \(read by .*\) does not exist'):
         check_segmentation_data(_cfg('mobileone_s1_voc.py'), root=tmp_path)
     # testing reads only VOC2012 val
     check_segmentation_data(_cfg('mobileone_s1_voc.py'), splits=('test', ), root=tmp_path)

@@ -134,6 +134,6 @@ def check_fused(model: nn.Module, fused: nn.Module, inputs: Tensor, rtol: float 
         raise ExportError(
             f'The fused model differs from the train-time model beyond float tolerance '
             f'(max rel diff {agreement.max_rel:.2e}, normwise {agreement.normwise:.2e} > '
-            f'{tol:.1e}){consequence}: the checkpoint or a block is broken (check that its BN running '
-            f'statistics are finite and that the config matches the checkpoint).')
+            f'{tol:.1e}){consequence}: the checkpoint or a block is broken (check that its BN '
+            f'running statistics are finite and that the config matches the checkpoint).')
     return agreement, noise

@@ -7,8 +7,8 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from ..export.numerics import compare
 from ..apis import drop_pretrained
+from ..export.numerics import compare
 from .base import Comparison, Task
 
 #: Share of pixels whose class must agree between two renderings of one segmentor (ties of
