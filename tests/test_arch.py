@@ -8,6 +8,14 @@ from mobileone_dense.models import ARCHS, MobileOne, MobileOneArch, get_arch, st
 PAPER_PARAMS_M = dict(s0=2.1, s1=4.8, s2=7.8, s3=10.1, s4=14.8, mu0=0.57, mu1=0.98, mu2=1.3)
 
 
+def test_arch_table_holds_the_papers_variants():
+    """The one variant list of the package (benchmarks and configs read it) is the paper's."""
+    from mobileone_dense.apis import PAPER_VARIANTS
+    from mobileone_dense.apis import VARIANTS as PACKAGE_VARIANTS
+    assert tuple(ARCHS) == PACKAGE_VARIANTS == VARIANTS
+    assert PAPER_VARIANTS == ('s0', 's1', 's2', 's3', 's4')
+
+
 @pytest.mark.parametrize('variant', VARIANTS)
 def test_fused_params_match_paper(variant):
     model = MobileOne(variant, deploy=True)

@@ -225,3 +225,27 @@ def test_export_runs_end_to_end_on_a_shared_ort_pool(tmp_path):
     assert (tmp_path / 'onnx' / 'backbone_s0.onnx').is_file()
     assert report['plot'] == str(plot) and plot.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     assert '| s0 ' in result.stdout and 'target' not in result.stdout
+
+
+def test_tolerance_follows_the_models_own_rounding_up_to_a_fixed_cap():
+    """float_tolerance allows 8x a model's own float32 error, between RTOL and RTOL_CAP: a model
+    that rounds badly does not buy itself a tolerance that would let a fusion bug through."""
+    from mobileone_dense.export.numerics import RTOL, RTOL_CAP, float_tolerance, raw_outputs
+
+    class Noisy(nn.Module):
+        """Its float32 rendering is off by ``error`` relative to its float64 one."""
+
+        def __init__(self, error):
+            super().__init__()
+            self.error = error
+
+        def forward(self, x):
+            return x * (1 + self.error) if x.dtype == torch.float32 else x
+
+    x = torch.rand(1, 3, 8, 8) + 1
+    for error, expected in ((0.0, RTOL), (2e-4, 1.6e-3), (1e-1, RTOL_CAP)):
+        model = Noisy(error)
+        tol, noise = float_tolerance(model, x, raw_outputs(model, x))
+        assert noise == pytest.approx(error, rel=0.01, abs=1e-7)  # float32 steps of 1e-7
+        assert tol == pytest.approx(expected, rel=0.01)
+    assert RTOL < 1.6e-3 < RTOL_CAP < 1e-2  # a fusion bug is off by 1e-2 or more

@@ -21,10 +21,11 @@ from PIL import Image
 
 import mobileone_dense
 from mobileone_dense import stage_channels
+from mobileone_dense.apis import PAPER_VARIANTS
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / 'configs' / 'deeplabv3'
-VARIANTS = ('s0', 's1', 's2', 's3', 's4')
+VARIANTS = PAPER_VARIANTS  # s0..s4 (the arch table's; tests/conftest.py checks it)
 DATASETS = {'voc': 21, 'voc_coco': 21, 'ade20k': 150}
 PAPER_CONFIGS = [f'mobileone_{v}_{d}.py' for d in DATASETS for v in VARIANTS]
 ALL_CONFIGS = sorted(p.name for p in CONFIG_DIR.glob('*.py'))
