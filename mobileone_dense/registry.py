@@ -1,4 +1,5 @@
-"""Register the MobileOne backbone in mmdet's and mmseg's ``MODELS`` registries.
+"""Register the MobileOne backbone in mmdet's and mmseg's ``MODELS`` registries, and the
+class-balanced segmentation loss in mmseg's.
 
 Either library may be missing; registering twice (a re-import) is harmless.
 """
@@ -7,6 +8,7 @@ from __future__ import annotations
 import importlib
 
 from .models import MobileOne
+from .models.losses import ClassBalancedCrossEntropyLoss
 
 REGISTRIES = ('mmdet.registry', 'mmseg.registry')
 
@@ -24,5 +26,7 @@ def register_all() -> list[str]:
             raise RuntimeError(f'{name}.MODELS already holds another MobileOne ({current}); '
                                f'mobileone_dense cannot register its backbone there.')
         registry.register_module(name='MobileOne', module=MobileOne, force=True)
+        if registry.scope == 'mmseg':
+            registry.register_module(module=ClassBalancedCrossEntropyLoss, force=True)
         scopes.append(registry.scope)
     return scopes
