@@ -5,6 +5,7 @@ allowlists the few globals that mmengine checkpoints need under torch's safe loa
 applies the fixes of :mod:`mobileone_dense.compat` (mmdet 3.3.0's SSDHead cannot predict).
 """
 from .compat import apply_all as apply_compat_fixes
+from .engine import CPUBF16OptimWrapper  # noqa: F401  (registers the optim wrapper)
 from .models import MobileOne, MobileOneBlock, stage_channels
 from .registry import register_all
 from .reparam import reparameterize_model
