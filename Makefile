@@ -14,10 +14,13 @@ lint: install
 	$(VENV)/bin/ruff check .
 
 # Generates the synthetic scenes, trains SSDLite-MobileOne and DeepLabV3-MobileOne on them from
-# scratch, evaluates (COCO mAP, mIoU) and draws predictions; prints where the results are.
+# scratch, evaluates (COCO mAP, mIoU) and draws predictions and training curves; ends with a
+# table of the results (each demo's work_dirs/demo_*/summary.json; full logs beside them).
 demo: install
 	bash scripts/demo_detection.sh
 	bash scripts/demo_segmentation.sh
+	@echo
+	@$(PY) tools/demo_summary.py table work_dirs/demo_detection work_dirs/demo_segmentation
 
 benchmark: install
 	$(PY) tools/benchmark.py backbone

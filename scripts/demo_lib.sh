@@ -2,11 +2,18 @@
 #
 # Environment read here: PYTHON (default .venv/bin/python), DEMO_DATA (default data/demo,
 # generated when missing), DEMO_PROCS (training processes, default 2: one per core,
-# data-parallel through tools/dist_train.sh; 1 trains in one process) and DEMO_CFG_OPTIONS
-# (extra `--cfg-options` for train and test, e.g. a shorter schedule).
+# data-parallel through tools/dist_train.sh; 1 trains in one process), DEMO_AMP (auto: bfloat16
+# where the CPU has it; 0 float32; 1 bfloat16) and DEMO_CFG_OPTIONS (extra `--cfg-options` for
+# train and test, e.g. a shorter schedule).
 #
-# After `demo_setup TAG`: $py, $data, $procs, $start (seconds) and the array $opts (the
-# --cfg-options that point the config at $data, plus DEMO_CFG_OPTIONS).
+# The terminal shows a header, the training progress bar (mobileone_dense/engine/progress.py),
+# the results and where the pictures are; everything the tools print (mmengine's console log,
+# the config dump, warnings) goes to $work/demo.log, and mmengine's own log of each run to
+# $work/<timestamp>/<timestamp>.log. A failing step prints its error and the end of demo.log.
+#
+# After `demo_setup TAG` (with $work set): $py, $data, $procs, $start (seconds), $log (emptied
+# $work/demo.log) and the array $opts (the --cfg-options that point the config at $data, plus
+# DEMO_CFG_OPTIONS).
 
 demo_setup() {
   tag=$1
@@ -23,6 +30,10 @@ demo_setup() {
     echo "$tag: generating the synthetic scenes into $data"
     "$py" tools/make_demo_data.py --out "$data"
   fi
+  rm -rf "$work"
+  mkdir -p "$work"
+  log="$work/demo.log"
+  : >"$log"
   opts=()
 }
 
@@ -40,23 +51,85 @@ demo_options() {
   fi
 }
 
-# demo_train CONFIG WORK_DIR PORT: train from scratch into WORK_DIR (emptied first); sets
-# $checkpoint to the path of the last checkpoint. PORT (the torchrun rendezvous port) can be
-# overridden by the PORT environment variable.
+# demo_failed WHAT STATUS: say which step failed, show its error (the tools' one-sentence
+# `error:` lines, else the end of $log) and exit with STATUS.
+demo_failed() {
+  local what=$1 status=$2
+  echo "$tag: $what failed (exit status $status); the full output is in $log" >&2
+  if grep -q '^error: ' "$log"; then
+    grep '^error: ' "$log" | tail -n 5 >&2
+  else
+    tail -n 30 "$log" >&2
+  fi
+  exit "$status"
+}
+
+# demo_run WHAT CMD...: run CMD with its output appended to $log.
+demo_run() {
+  local what=$1 status=0
+  shift
+  "$@" >>"$log" 2>&1 || status=$?
+  if [ "$status" -ne 0 ]; then
+    demo_failed "$what" "$status"
+  fi
+}
+
+# demo_show_progress: copy stdin (the training's output) to $log, except the progress lines
+# (`train <i>/<N> ...`), which go to the terminal instead: redrawn in place on a terminal,
+# printed as they come otherwise (the hook then writes one every ~10% of the run).
+demo_show_progress() {
+  local line drawn=
+  while IFS= read -r line || [ -n "$line" ]; do
+    if [[ $line == 'train '[0-9]*/[0-9]* ]]; then
+      if [ -t 1 ]; then
+        printf '\r%s: %s\033[K' "$tag" "$line"
+        drawn=1
+      else
+        printf '%s: %s\n' "$tag" "$line"
+      fi
+    else
+      printf '%s\n' "$line" >&3
+    fi
+  done 3>>"$log"
+  if [ -n "$drawn" ]; then
+    printf '\n'
+  fi
+}
+
+# demo_train CONFIG WORK_DIR PORT: train from scratch into WORK_DIR (emptied by demo_setup),
+# showing the progress bar; sets $checkpoint to the path of the last checkpoint. PORT (the
+# torchrun rendezvous port) can be overridden by the PORT environment variable.
 demo_train() {
-  local config=$1 work=$2 port=$3
+  local config=$1 work=$2 port=$3 status=0
   # One thread per process: two processes on two cores beat one process with two threads, and
   # oversubscribed OpenMP threads crawl when the machine is busy. glibc hands the large
   # activation buffers of every iteration back to the kernel and faults them in again; keeping
   # them in the heap saves a few percent of each iteration.
   export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
   export MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=4294967296
-  rm -rf "$work"
+  if [ -t 1 ]; then  # a line every iteration, which demo_show_progress redraws in place
+    export MOBILEONE_DENSE_PROGRESS=each
+  fi
+  # bfloat16 autocast (tools/train.py --amp) where the CPU computes in bfloat16: about 1.5x the
+  # images per second of float32. DEMO_AMP=0 trains in float32, DEMO_AMP=1 insists.
+  local amp=()
+  if [ "${DEMO_AMP:-auto}" = 1 ] || { [ "${DEMO_AMP:-auto}" = auto ] \
+      && grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo 2>/dev/null; }; then
+    amp=(--amp)
+  fi
+  # tools/test.py evaluates the trained model next; without this mmengine would also validate
+  # at the last iteration (val_interval past the end does not stop that), costing 10-20 s.
+  local no_val=(--cfg-options train_cfg.val_begin=1000000000)
   if [ "$procs" -gt 1 ]; then
     PYTHON="$py" PORT="${PORT:-$port}" nice -n 5 bash tools/dist_train.sh "$config" "$procs" \
-      --work-dir "$work" "${opts[@]}"
+      --work-dir "$work" --progress "${amp[@]}" "${opts[@]}" "${no_val[@]}" 2>&1 \
+      | demo_show_progress || status=$?
   else
-    nice -n 5 "$py" tools/train.py "$config" --work-dir "$work" "${opts[@]}"
+    nice -n 5 "$py" tools/train.py "$config" --work-dir "$work" --progress "${amp[@]}" \
+      "${opts[@]}" "${no_val[@]}" 2>&1 | demo_show_progress || status=$?
+  fi
+  if [ "$status" -ne 0 ]; then
+    demo_failed training "$status"
   fi
   checkpoint=$(cat "$work/last_checkpoint")
 }
@@ -69,4 +142,16 @@ demo_inputs() {
   for image in "$@"; do
     ln -s "$(cd "$(dirname "$image")" && pwd)/$(basename "$image")" "$dir/$(basename "$image")"
   done
+}
+
+# demo_finish DEMO PICTURES TRAINED: draw the training curves to $work/curves.png, write
+# $work/summary.json (tools/demo_summary.py, which prints the result lines) and say where
+# everything is. TRAINED: $SECONDS when training ended.
+demo_finish() {
+  local demo=$1 pictures=$2 trained=$3
+  demo_run 'drawing the training curves' "$py" tools/analyze_logs.py "$work" \
+    --out "$work/curves.png"
+  "$py" tools/demo_summary.py write "$work" --demo "$demo" --tag "$tag" \
+    --wall-time $((SECONDS - start)) --train-time $((trained - start)) --pictures "$pictures" \
+    --log "$log"
 }

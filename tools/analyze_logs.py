@@ -10,7 +10,6 @@ default ``WORK_DIR/curves.png``.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
 from mobileone_dense.utils import cli
@@ -18,8 +17,7 @@ from mobileone_dense.utils.logs import default_out, draw, find_log, read_log
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.tool_parser(__doc__)
     parser.add_argument('log', help='a vis_data/scalars.json log, or the work dir of a run')
     parser.add_argument('--out', help='the PNG to write (default: WORK_DIR/curves.png)')
     parser.add_argument('--keys', nargs='+', metavar='KEY',

@@ -11,7 +11,6 @@ checkpoint:
 
     python tools/test.py DIR/deploy_config.py DIR/fused.pth
 """
-import argparse
 import sys
 
 from mmengine.config import DictAction
@@ -23,8 +22,7 @@ from mobileone_dense.utils import cli
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.tool_parser(__doc__)
     parser.add_argument('config', help='the training config')
     parser.add_argument('checkpoint', help='the train-time checkpoint (.pth)')
     parser.add_argument('--out-dir', required=True, help='where the files go')

@@ -7,7 +7,6 @@ configs) or a coloured mask overlay (mmseg configs), as PNG files.
 Runs on CPU by default and never downloads anything (the checkpoint holds every weight).
 Writes OUT_DIR/<image name>.png for every image (a folder is read non-recursively).
 """
-import argparse
 import sys
 from pathlib import Path
 
@@ -19,8 +18,7 @@ IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.tool_parser(__doc__)
     parser.add_argument('inputs', help='an image file or a folder of images')
     parser.add_argument('config', help='the config the model was trained with')
     parser.add_argument('checkpoint', help='checkpoint file')

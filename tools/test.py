@@ -8,15 +8,11 @@ printed as pycocotools' usual table). The metrics are also written, as JSON, to
 ``WORK_DIR/test_metrics.json``. ``--show-dir`` draws every prediction into that folder;
 ``--out`` pickles the raw predictions. Nothing is downloaded: the checkpoint holds all weights.
 """
-import argparse
 import json
-import os
 import os.path as osp
 import sys
 
-from mmengine.config import DictAction
-
-from mobileone_dense.apis import check_checkpoint_file, drop_pretrained, load_config
+from mobileone_dense.apis import check_checkpoint_file, drop_pretrained
 from mobileone_dense.datasets import check_datasets, reading_annotations
 from mobileone_dense.tasks import task_of
 from mobileone_dense.transforms import use_checked_image_loading
@@ -24,20 +20,13 @@ from mobileone_dense.utils import cli
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.tool_parser(__doc__)
     parser.add_argument('config', help='test config file')
     parser.add_argument('checkpoint', help='checkpoint file (tools/train.py writes them)')
-    parser.add_argument('--work-dir', help='where logs and test_metrics.json go')
     parser.add_argument('--show-dir', help='draw the predictions into this folder')
     parser.add_argument('--out', help='pickle the raw predictions to this .pkl file')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
-                        help='override config entries, e.g. test_dataloader.batch_size=1')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none')
-    parser.add_argument('--local-rank', '--local_rank', type=int, default=0,
-                        help=argparse.SUPPRESS)
+    cli.add_runner_arguments(parser, 'test_dataloader.batch_size=1')
     args = parser.parse_args(argv)
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
     if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
         raise cli.UsageError(f'--out {args.out} must end in .pkl: the predictions are pickled.')
     return args
@@ -54,14 +43,8 @@ def show_predictions(cfg, show_dir: str) -> None:
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = load_config(args.config, args.cfg_options)
-    cli.check_file(args.checkpoint, 'Checkpoint')
+    cfg = cli.runner_config(args)
     check_checkpoint_file(args.checkpoint)
-    cfg.launcher = args.launcher
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('work_dirs', osp.splitext(osp.basename(args.config))[0])
     cfg.load_from = args.checkpoint
     drop_pretrained(cfg)  # the checkpoint has every weight; no download
     if args.show_dir:

@@ -7,41 +7,33 @@
 Checkpoints and logs go to ``--work-dir`` (default ``work_dirs/<config name>``). ``--resume``
 alone continues from the last checkpoint there; ``--resume PATH`` from that checkpoint.
 """
-import argparse
 import glob
-import os
 import os.path as osp
 import sys
 import zipfile
 
-from mmengine.config import DictAction
-
-from mobileone_dense.apis import check_checkpoint_file, load_config
+from mobileone_dense.apis import check_checkpoint_file
 from mobileone_dense.datasets import check_datasets, reading_annotations
 from mobileone_dense.transforms import use_checked_image_loading
 from mobileone_dense.utils import cli
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.tool_parser(__doc__)
     parser.add_argument('config', help='train config file')
-    parser.add_argument('--work-dir', help='where checkpoints and logs go')
     parser.add_argument('--resume', nargs='?', const='auto', metavar='CHECKPOINT',
                         help='resume from CHECKPOINT, or from the last one in the work dir')
-    parser.add_argument('--amp', action='store_true', help='automatic mixed precision (GPU)')
+    parser.add_argument('--amp', action='store_true',
+                        help='mixed precision: float16 with a loss scaler on a GPU, bfloat16 '
+                             'on a CPU that has bfloat16 instructions (AVX512-BF16, AMX)')
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help="scale the lr from the config's auto_scale_lr.base_batch_size "
                              'to the batch you train with')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
-                        help='override config entries, e.g. train_dataloader.batch_size=8')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
-                        help='job launcher (tools/dist_train.sh uses pytorch)')
-    parser.add_argument('--local-rank', '--local_rank', type=int, default=0,
-                        help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    parser.add_argument('--progress', action='store_true',
+                        help='one progress line (iteration, loss, s/iteration, ETA) instead of '
+                             "mmengine's log lines on the console; the work dir keeps the log")
+    cli.add_runner_arguments(parser, 'train_dataloader.batch_size=8')
+    return parser.parse_args(argv)
 
 
 def check_newest_checkpoint(work_dir: str) -> None:
@@ -66,16 +58,18 @@ def check_newest_checkpoint(work_dir: str) -> None:
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = load_config(args.config, args.cfg_options)
-    cfg.launcher = args.launcher
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('work_dirs', osp.splitext(osp.basename(args.config))[0])
+    cfg = cli.runner_config(args)
 
     if args.amp:
-        cfg.optim_wrapper.type = 'AmpOptimWrapper'
-        cfg.optim_wrapper.loss_scale = 'dynamic'
+        import torch
+        if torch.cuda.is_available():  # float16 autocast with a dynamic loss scale
+            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+            cfg.optim_wrapper.loss_scale = 'dynamic'
+        else:  # bfloat16 autocast, float32 weights and loss, no loss scale
+            from mobileone_dense.engine import require_cpu_bf16
+            require_cpu_bf16('train without --amp')
+            cfg.optim_wrapper.type = 'CPUBF16OptimWrapper'
+            cfg.optim_wrapper.pop('loss_scale', None)
     if args.auto_scale_lr:
         if 'base_batch_size' not in cfg.get('auto_scale_lr', {}):
             raise cli.UsageError(f'--auto-scale-lr needs auto_scale_lr.base_batch_size in '
@@ -97,6 +91,9 @@ def main(argv=None):
     use_checked_image_loading(cfg, ['train_dataloader'], skip_unreadable=True)
     use_checked_image_loading(cfg, ['val_dataloader'], skip_unreadable=False)
     cli.setup_cpu_distributed(cfg, args.launcher)
+    if args.progress:  # importing the hook's module registers it
+        from mobileone_dense.engine.progress import ProgressBarHook
+        cfg.custom_hooks = [*cfg.get('custom_hooks', []), dict(type=ProgressBarHook.__name__)]
 
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner

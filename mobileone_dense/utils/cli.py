@@ -3,15 +3,18 @@ sentence and exit status 1, and the CPU side of distributed training.
 """
 from __future__ import annotations
 
+import argparse
 import os
+import os.path as osp
 import sys
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from ..errors import USER_ERRORS, EnvironmentBrokenError, UsageError
 
-__all__ = ['UsageError', 'USER_ERRORS', 'run_tool', 'user_message', 'check_file',
-           'setup_cpu_distributed', 'close_distributed']
+__all__ = ['UsageError', 'USER_ERRORS', 'run_tool', 'user_message', 'check_file', 'tool_parser',
+           'add_runner_arguments', 'runner_config', 'setup_cpu_distributed',
+           'close_distributed']
 
 
 def check_environment() -> None:
@@ -61,6 +64,40 @@ def check_file(path: str, what: str) -> None:
     """Raise :class:`UsageError` unless ``path`` is a local file or a URL."""
     if '://' not in str(path) and not Path(path).is_file():
         raise UsageError(f'{what} {path} does not exist: check the path.')
+
+
+def tool_parser(doc: Optional[str]) -> argparse.ArgumentParser:
+    """An argument parser whose help is the tool's docstring, as written."""
+    return argparse.ArgumentParser(description=doc,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def add_runner_arguments(parser: argparse.ArgumentParser, example: str) -> None:
+    """The options of the tools that run mmengine's Runner: ``--work-dir``,
+    ``--cfg-options`` (``example`` shows one), ``--launcher`` and torchrun's ``--local-rank``."""
+    from mmengine.config import DictAction
+    parser.add_argument('--work-dir', help='where checkpoints, logs and metrics go (default: '
+                                           'work_dirs/<config name>)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default={},
+                        help=f'override config entries, e.g. {example}')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none',
+                        help='job launcher (tools/dist_train.sh uses pytorch)')
+    parser.add_argument('--local-rank', '--local_rank', type=int, default=0,
+                        help=argparse.SUPPRESS)
+
+
+def runner_config(args: argparse.Namespace):
+    """The config of ``args.config`` with ``--cfg-options``, the launcher and the work dir
+    (``--work-dir``, else the config's, else ``work_dirs/<config name>``) applied."""
+    from ..apis import load_config
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    cfg = load_config(args.config, args.cfg_options)
+    cfg.launcher = args.launcher
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('work_dirs', osp.splitext(osp.basename(args.config))[0])
+    return cfg
 
 
 def setup_cpu_distributed(cfg, launcher: str) -> bool:

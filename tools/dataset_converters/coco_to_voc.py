@@ -129,8 +129,7 @@ def convert(ann_file: Path, out_dir: Path, nproc: int = 1) -> list[str]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = cli.tool_parser(__doc__)
     parser.add_argument('coco_root', help='COCO folder with annotations/instances_SPLIT.json')
     parser.add_argument('--split', default='train2017', help='default: %(default)s')
     parser.add_argument('--out', help='output folder (default: COCO_ROOT/voc_masks)')

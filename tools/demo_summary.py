@@ -1,0 +1,183 @@
+"""The results of `make demo`: each demo's summary.json, and the table that ends the demo.
+
+    python tools/demo_summary.py write WORK_DIR --demo detection|segmentation --wall-time S
+                                 --train-time S --pictures DIR [--log FILE] [--tag TAG]
+    python tools/demo_summary.py table [WORK_DIR_OR_SUMMARY_JSON ...]
+
+``write`` (run by scripts/demo_detection.sh and scripts/demo_segmentation.sh) reads the demo's
+``test_metrics.json`` (tools/test.py), its training log (``<timestamp>/vis_data/scalars.json``:
+iterations, s/iteration, first and last logged loss) and, for segmentation, the per-class IoU
+table tools/test.py logged to ``--log``; it writes ``WORK_DIR/summary.json`` and prints the
+demo's result lines. ``table`` prints one row per summary (default: the two demos' work dirs):
+demo, metric, target, pass or FAIL, wall time, s/iteration and where the pictures are.
+Targets: box mAP >= 0.5; mIoU >= 70% with no class below 50% IoU.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+from pathlib import Path
+
+from mobileone_dense.utils import cli
+from mobileone_dense.utils.logs import find_log, read_log
+
+DEFAULT_DIRS = ('work_dirs/demo_detection', 'work_dirs/demo_segmentation')
+DET_TARGET, MIOU_TARGET, CLASS_TARGET = 0.5, 70.0, 50.0
+# A row of mmseg's per-class table: | star | 82.1 | 90.3 |
+CLASS_ROW = re.compile(r'^\|\s*(\S[^|]*?)\s*\|\s*([\d.]+|nan)\s*\|\s*([\d.]+|nan)\s*\|\s*$')
+
+
+def parse_args(argv=None):
+    parser = cli.tool_parser(__doc__)
+    commands = parser.add_subparsers(dest='command', required=True)
+    write = commands.add_parser('write', help="write a demo's summary.json")
+    write.add_argument('work_dir')
+    write.add_argument('--demo', required=True, choices=['detection', 'segmentation'])
+    write.add_argument('--wall-time', type=float, required=True, help='seconds')
+    write.add_argument('--train-time', type=float, required=True, help='seconds')
+    write.add_argument('--pictures', required=True, help='the folder of drawn predictions')
+    write.add_argument('--log', help="tools/test.py's output (default: WORK_DIR/demo.log)")
+    write.add_argument('--tag', default='', help='prefix of the printed lines, e.g. demo-det')
+    table = commands.add_parser('table', help='print the table of the demos')
+    table.add_argument('summaries', nargs='*', default=list(DEFAULT_DIRS),
+                       help='summary.json files or the work dirs holding them')
+    return parser.parse_args(argv)
+
+
+def finite(value):
+    """``value`` as a float, or None when it is missing or not finite (JSON has no NaN)."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def fmt(value, spec: str = '.3f') -> str:
+    return 'n/a' if value is None else format(value, spec)
+
+
+def class_ious(log: Path) -> dict:
+    """The last per-class IoU table in ``log`` as {class: IoU or None for nan}."""
+    text = log.read_text(errors='replace') if log.is_file() else ''
+    start = text.rfind('per class results:')
+    if start < 0:
+        raise cli.UsageError(f'{log} has no per-class IoU table ("per class results:"): pass '
+                             f'the output of tools/test.py with --log.')
+    ious = {}
+    for line in text[start:].splitlines()[1:]:
+        row = CLASS_ROW.match(line.strip())
+        if row and row[1] != 'Class':
+            ious[row[1]] = finite(row[2])
+        elif ious and not line.strip().startswith('+'):
+            break  # the end of the table
+    return ious
+
+
+def training(work_dir: Path) -> dict:
+    """Iterations, mean s/iteration (the first logged window, with start-up, left out when
+    there are more) and the first and last logged loss of the run's training log."""
+    curves = read_log(find_log(work_dir))
+    iters, times = curves.train.get('time', ([], []))
+    steady = times[1:] if len(times) > 1 else times
+    loss_iters, losses = curves.train.get('loss', ([], []))
+    return dict(iterations=max(iters + loss_iters, default=None),
+                s_per_iter=finite(round(sum(steady) / len(steady), 3)) if steady else None,
+                first_loss=finite(losses[0]) if losses else None,
+                last_loss=finite(losses[-1]) if losses else None,
+                train_log=str(curves.log))
+
+
+def write(args) -> None:
+    work = Path(args.work_dir)
+    metrics_file = work / 'test_metrics.json'
+    cli.check_file(metrics_file, 'Metrics file (tools/test.py writes it)')
+    tested = json.loads(metrics_file.read_text())
+    metrics = tested['metrics']
+    summary = dict(demo=args.demo)
+    if args.demo == 'detection':
+        value = finite(metrics.get('coco/bbox_mAP'))
+        at50, at75 = (finite(metrics.get(f'coco/bbox_mAP_{k}')) for k in ('50', '75'))
+        summary.update(metric='box mAP', value=value, target=f'box mAP >= {DET_TARGET}',
+                       passed=value is not None and value >= DET_TARGET,
+                       details={'box mAP@0.5': at50, 'box mAP@0.75': at75})
+        result = f'box mAP@[0.5:0.95] {fmt(value)} (mAP@0.5 {fmt(at50)}, mAP@0.75 {fmt(at75)})'
+    else:
+        value, ious = finite(metrics.get('mIoU')), class_ious(Path(args.log or work / 'demo.log'))
+        measured = {c: v for c, v in ious.items() if v is not None}
+        worst = min(measured, key=measured.get) if measured else None
+        summary.update(
+            metric='mIoU', value=value,
+            target=f'mIoU >= {MIOU_TARGET:.0f}%, every class >= {CLASS_TARGET:.0f}%',
+            passed=(value is not None and value >= MIOU_TARGET and worst is not None
+                    and len(measured) == len(ious) and measured[worst] >= CLASS_TARGET),
+            worst_class=dict(name=worst, iou=measured[worst]) if worst else None,
+            class_iou=ious, details={'aAcc': finite(metrics.get('aAcc'))})
+        result = f'mIoU {fmt(value, ".1f")}%' + (
+            f', worst class {worst} {measured[worst]:.1f}% IoU' if worst else '')
+    pictures = Path(args.pictures)
+    summary.update(wall_time_s=args.wall_time, train_time_s=args.train_time,
+                   **training(work), pictures=str(pictures), curves=str(work / 'curves.png'),
+                   log=str(args.log or work / 'demo.log'), config=tested.get('config'))
+    out = work / 'summary.json'
+    out.write_text(json.dumps(summary, indent=2, allow_nan=False) + '\n')
+
+    tag = f'{args.tag}: ' if args.tag else ''
+    verdict = 'target met' if summary['passed'] else 'target MISSED'
+    lines = [f'val {result}; {summary["target"]}: {verdict}']
+    if args.demo == 'segmentation':
+        lines.append('per-class IoU ' + ', '.join(f'{c} {fmt(v, ".1f")}'
+                                                  for c, v in ious.items()))
+    pngs = len(list(pictures.glob('*.png')))
+    lines += [f'pictures {pictures}/ ({pngs} PNGs), curves {summary["curves"]}',
+              f'full log {summary["log"]}; summary {out}',
+              f'wall time {args.wall_time:.0f} s (training {args.train_time:.0f} s, '
+              f'{fmt(summary["s_per_iter"], ".2f")} s/iteration)']
+    print('\n'.join(tag + line for line in lines), flush=True)
+
+
+def load_summary(path: str) -> dict:
+    file = Path(path)
+    file = file / 'summary.json' if file.is_dir() or not file.suffix else file
+    if not file.is_file():
+        raise cli.UsageError(f'{file} does not exist: run the demo first (make demo, or '
+                             f'scripts/demo_detection.sh and scripts/demo_segmentation.sh).')
+    try:
+        return json.loads(file.read_text())
+    except ValueError as e:
+        raise cli.UsageError(f'{file} is not a demo summary ({e}): run the demo again.') from e
+
+
+def row(summary: dict) -> list:
+    value, worst = summary.get('value'), summary.get('worst_class')
+    if summary['metric'] == 'mIoU':
+        metric = f'mIoU {fmt(value, ".1f")}%'
+        if worst:
+            metric += f', worst {worst["name"]} {worst["iou"]:.1f}%'
+    else:
+        metric = f'{summary["metric"]} {fmt(value)}'
+    return [summary['demo'], metric, summary['target'], 'pass' if summary['passed'] else 'FAIL',
+            f'{summary["wall_time_s"]:.0f} s', fmt(summary.get('s_per_iter'), '.2f'),
+            summary['pictures'].rstrip('/') + '/']
+
+
+def table(args) -> None:
+    rows = [['demo', 'metric', 'target', 'result', 'wall time', 's/iter', 'pictures']]
+    rows += [row(load_summary(path)) for path in args.summaries]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print('  '.join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip(), flush=True)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.command == 'write':
+        write(args)
+    else:
+        table(args)
+
+
+if __name__ == '__main__':
+    sys.exit(cli.run_tool(main))
