@@ -3,7 +3,6 @@ one sentence in testing (:class:`LoadImageOrSkip`, and :func:`use_checked_image_
 puts it into a config's pipelines)."""
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 from typing import Mapping, Optional, Sequence
@@ -12,11 +11,11 @@ from mmcv.transforms import LoadImageFromFile
 from mmengine.logging import print_log
 
 from .errors import DatasetNotFoundError, DatasetReadError
+from .registry import each_registry
 
 __all__ = ['LoadImageOrSkip', 'register_transforms', 'use_checked_image_loading']
 
 TYPE = 'LoadImageOrSkip'
-REGISTRIES = ('mmdet.registry', 'mmseg.registry')
 #: The ``type`` of mmcv's loader in a config, with or without a scope prefix.
 REPLACED = ('LoadImageFromFile', 'mmcv.LoadImageFromFile', 'mmdet.LoadImageFromFile',
             'mmseg.LoadImageFromFile', 'mmengine.LoadImageFromFile')
@@ -86,11 +85,7 @@ def register_transforms() -> list[str]:
     """Register :class:`LoadImageOrSkip` in mmdet's and mmseg's ``TRANSFORMS`` (either may be
     missing); returns the scopes it is registered in."""
     scopes = []
-    for name in REGISTRIES:
-        try:
-            registry = importlib.import_module(name).TRANSFORMS
-        except ImportError:
-            continue
+    for registry in each_registry('TRANSFORMS'):
         registry.register_module(name=TYPE, module=LoadImageOrSkip, force=True)
         scopes.append(registry.scope)
     return scopes

@@ -32,8 +32,10 @@ def test_ignored_pixels_and_weight_count_as_in_cross_entropy():
 
 
 def test_builds_from_an_mmseg_config_and_backpropagates():
+    from mmengine.registry import DefaultScope
     from mmseg.registry import MODELS
-    loss_fn = MODELS.build(dict(type='ClassBalancedCrossEntropyLoss', loss_weight=0.4))
+    with DefaultScope.overwrite_default_scope('mmseg'):  # as a segmentation config runs
+        loss_fn = MODELS.build(dict(type='ClassBalancedCrossEntropyLoss', loss_weight=0.4))
     assert loss_fn.loss_name == 'loss_ce'
     logits = torch.randn(2, 4, 8, 8, requires_grad=True)
     loss = loss_fn(logits, torch.randint(0, 4, (2, 8, 8)))
