@@ -21,7 +21,7 @@ from PIL import Image
 
 import mobileone_dense
 from mobileone_dense import stage_channels
-from mobileone_dense.apis import PAPER_VARIANTS
+from mobileone_dense.apis import PAPER_VARIANTS, build_model, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / 'configs' / 'deeplabv3'
@@ -38,15 +38,12 @@ def load(name: str) -> Config:
 
 
 def build_segmentor(name: str) -> torch.nn.Module:
-    """The segmentor of a config with the pretrained weights switched off (no network)."""
-    from mmseg.registry import MODELS
-    init_default_scope('mmseg')
-    cfg = load(name).model.copy()
-    cfg.backbone.init_cfg = None
-    assert cfg.get('pretrained') is None
-    model = MODELS.build(cfg)
-    model.init_weights()
-    return model
+    """The segmentor of a config, initialised as a Runner does, with the pretrained backbone
+    weights switched off (no network)."""
+    cfg = load_config(CONFIG_DIR / name)
+    cfg.model.backbone.init_cfg = None
+    assert cfg.model.get('pretrained') is None
+    return build_model(cfg, pretrained=True)
 
 
 def _variant_dataset(name: str) -> tuple[str, str]:

@@ -10,6 +10,7 @@ from mmengine.config import Config
 
 import mobileone_dense
 from mobileone_dense import reparameterize_model, stage_channels
+from mobileone_dense.apis import build_model
 from mobileone_dense.compat import fix_ssd_head_loss_cls
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,14 +100,10 @@ def _batch(model, size: int, num_classes: int, n: int = 2):
 
 
 def _build(path):
-    from mmdet.registry import MODELS
-    from mmdet.utils import register_all_modules
-    register_all_modules()
+    """The detector of a config, initialised as a Runner does, pretrained download off."""
     cfg = _load(path)
-    cfg.model.backbone.init_cfg = None  # pretrained download off
-    model = MODELS.build(cfg.model)
-    model.init_weights()
-    return model, cfg
+    cfg.model.backbone.init_cfg = None
+    return build_model(cfg, pretrained=True), cfg
 
 
 @pytest.mark.parametrize('path', ALL, ids=lambda p: p.stem)
