@@ -16,14 +16,29 @@ mmdet 3.3.0: ``SSDHead`` cannot predict
     mmdet's own SSDLite-MobileNetV2 (the comparison peer of the benchmarks) alike; nothing
     changes in the state_dict, and a subclass that does build a ``loss_cls`` keeps it.
 
+The deploy extra's torchao (which litert-torch's INT8 quantizer needs) is imported by
+transformers whenever mmdet imports (``mmdet.models.utils.vlfuse_helper``), and logs warnings
+about CUDA kernels a CPU cannot load and a deprecated pytree call on every tool start.
+:func:`quiet_optional_imports` lowers those two loggers to errors before mmdet is imported.
+
 Each fix is guarded (skipped when the library is absent or already fixed) and idempotent
 (importing twice, or reloading this module, patches once).
 """
 from __future__ import annotations
 
 import functools
+import logging
 
 _MARK = '_mobileone_dense_compat'
+
+# Loggers that speak on import of optional packages, not about anything this toolkit does.
+NOISY_IMPORT_LOGGERS = ('torchao', 'torch.utils._pytree')
+
+
+def quiet_optional_imports() -> None:
+    """Keep torchao's CUDA-kernel and torch's pytree deprecation warnings out of every tool."""
+    for name in NOISY_IMPORT_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def fix_ssd_head_loss_cls() -> bool:
