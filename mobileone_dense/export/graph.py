@@ -1,6 +1,7 @@
-"""The ONNX graph pieces: the preprocessor's normalisation, non-maximum suppression as an
-exportable op, and the wrappers that turn a detector or segmentor into one graph from raw image
-to final predictions.
+"""The exported graphs' pieces: the preprocessor's normalisation, non-maximum suppression as an
+exportable op, and the wrappers that turn a detector or segmentor into a graph from raw image
+to final predictions (ONNX), or to the network's outputs that every runtime runs (LiteRT,
+Core ML) plus the detector's post-processing in PyTorch.
 
 Non-maximum suppression is a small custom op (``mobileone_dense::nms``) that runs mmcv's NMS in
 PyTorch and becomes ONNX's ``NonMaxSuppression`` in the graph (:func:`nms_onnx`), so an exported
@@ -67,17 +68,30 @@ class Normalize(nn.Module):
         return (image - self.mean) / self.std
 
 
-class DetectorGraph(nn.Module):
-    """A single-stage anchor detector (SSDLite) with mmdet's test-time post-processing.
+class NetworkCore(nn.Module):
+    """Normalisation, backbone, neck and head up to the head's raw maps: the part of a network
+    that INT8 export quantizes (:func:`~.litert.quantize_pt2e` replaces a wrapper's ``core``
+    with its quantized graph); what follows it (box decoding, softmax, resize, argmax) stays
+    float."""
+
+    def __init__(self, model: nn.Module, head: str) -> None:
+        super().__init__()
+        self.model = model
+        self.normalize = Normalize(model.data_preprocessor)
+        self.head = head
+
+    def forward(self, image: Tensor):
+        return getattr(self.model, self.head)(self.model.extract_feat(self.normalize(image)))
+
+
+class DetectorNetwork(nn.Module):
+    """A single-stage anchor detector (SSDLite) up to decoded boxes: what every runtime runs.
 
     Input ``image``: float32 ``1x3xHxW``, 0..255, channels as mmcv loads them (BGR), already
-    resized to the export size. Outputs ``boxes`` (``Kx4``, x1 y1 x2 y2 in input pixels),
-    ``scores`` (``K``) and ``labels`` (``K``, int64), by decreasing score, ``K <= max_per_img``.
-
-    The steps are mmdet's ``BaseDenseHead._predict_by_feat_single`` with static shapes: per
-    level the ``nms_pre`` best (anchor, class) scores, box decoding with clipping, the score
-    threshold and ``min_bbox_size``, class-wise NMS (boxes offset by class, as mmcv's
-    ``batched_nms``) **inside the graph**, and ``max_per_img``.
+    resized to the export size. Outputs ``boxes`` (``1xAx4``, x1 y1 x2 y2 in input pixels,
+    clipped, one per anchor of every level in mmdet's order) and ``scores`` (``1xAxC``: the
+    softmax without the background column, or the sigmoid). :class:`DetectorPostprocess` turns
+    them into detections.
     """
 
     def __init__(self, detector: nn.Module, input_size: Sequence[int]) -> None:
@@ -86,57 +100,80 @@ class DetectorGraph(nn.Module):
         from mmdet.models.task_modules.coders import DeltaXYWHBBoxCoder
         head = getattr(detector, 'bbox_head', None)
         if not isinstance(detector, SingleStageDetector) or head is None:
-            raise ExportError(f'ONNX export handles single-stage detectors (SSDLite); '
-                              f'{type(detector).__name__} is not one: export without --onnx.')
+            raise ExportError(f'Export handles single-stage detectors (SSDLite); '
+                              f'{type(detector).__name__} is not one: export with no --format.')
         if not isinstance(head.bbox_coder, DeltaXYWHBBoxCoder):
-            raise ExportError(f'ONNX export decodes DeltaXYWHBBoxCoder boxes, the head uses '
-                              f'{type(head.bbox_coder).__name__}: export without --onnx.')
+            raise ExportError(f'Export decodes DeltaXYWHBBoxCoder boxes, the head uses '
+                              f'{type(head.bbox_coder).__name__}: export with no --format.')
+        self.core = NetworkCore(detector, 'bbox_head')
+        self.input_size = tuple(int(s) for s in input_size)
+        self.num_classes = head.num_classes
+        self.cls_out_channels = head.cls_out_channels
+        self.sigmoid = bool(head.use_sigmoid_cls)
+        self.coder = head.bbox_coder
+        with torch.no_grad():
+            cls_scores, _ = self.core(torch.zeros(1, 3, *self.input_size))
+        sizes = [tuple(c.shape[-2:]) for c in cls_scores]
+        priors = head.prior_generator.grid_priors(sizes, device='cpu')
+        #: Anchors per level, in the order of the outputs.
+        self.level_anchors = [len(p) for p in priors]
+        self.register_buffer('priors', torch.cat(priors).clone(), persistent=False)
+
+    def forward(self, image: Tensor) -> tuple[Tensor, Tensor]:
+        from mmdet.models.task_modules.coders.delta_xywh_bbox_coder import delta2bbox
+        cls_scores, bbox_preds = self.core(image)
+        logits = torch.cat([c[0].permute(1, 2, 0).reshape(-1, self.cls_out_channels)
+                            for c in cls_scores])
+        deltas = torch.cat([b[0].permute(1, 2, 0).reshape(-1, 4) for b in bbox_preds])
+        scores = logits.sigmoid() if self.sigmoid else logits.softmax(-1)[:, :-1]
+        coder = self.coder
+        boxes = delta2bbox(self.priors, deltas, coder.means, coder.stds,
+                           max_shape=self.input_size, clip_border=coder.clip_border,
+                           add_ctr_clamp=coder.add_ctr_clamp, ctr_clamp=coder.ctr_clamp)
+        return boxes[None], scores[None]
+
+
+class DetectorPostprocess(nn.Module):
+    """mmdet's test-time selection of :class:`DetectorNetwork`'s outputs, with static shapes.
+
+    The steps of ``BaseDenseHead._predict_by_feat_single``: per level the ``nms_pre`` best
+    (anchor, class) scores, the score threshold and ``min_bbox_size``, class-wise NMS (boxes
+    offset by class, as mmcv's ``batched_nms``) and ``max_per_img``. Outputs ``boxes``
+    (``Kx4``), ``scores`` (``K``) and ``labels`` (``K``, int64), by decreasing score. In ONNX the
+    NMS is the graph's ``NonMaxSuppression``; runtimes without one (LiteRT, Core ML) run this
+    module in PyTorch after the network.
+    """
+
+    def __init__(self, head: nn.Module, level_anchors: Sequence[int]) -> None:
+        super().__init__()
         cfg = head.test_cfg
         nms_cfg = dict(cfg.get('nms', {}))
         if nms_cfg.get('type', 'nms') != 'nms' or nms_cfg.get('class_agnostic', False):
-            raise ExportError(f'ONNX export supports class-wise hard NMS, the config asks for '
+            raise ExportError(f'Export supports class-wise hard NMS, the config asks for '
                               f'{nms_cfg}: set model.test_cfg.nms=dict(type="nms", '
                               f'iou_threshold=...).')
-        self.detector = detector
-        self.normalize = Normalize(detector.data_preprocessor)
-        self.input_size = tuple(int(s) for s in input_size)
         self.num_classes = head.num_classes
-        self.sigmoid = bool(head.use_sigmoid_cls)
+        self.level_anchors = [int(n) for n in level_anchors]
         self.nms_pre = int(cfg.get('nms_pre', -1))
         self.score_thr = float(cfg.get('score_thr', 0.0))
         self.min_bbox_size = float(cfg.get('min_bbox_size', -1))
         self.iou_threshold = float(nms_cfg.get('iou_threshold', 0.5))
         self.max_per_img = int(cfg.get('max_per_img', 100))
-        with torch.no_grad():
-            dummy = torch.zeros(1, 3, *self.input_size)
-            cls_scores, _ = head(detector.extract_feat(dummy))
-        sizes = [tuple(c.shape[-2:]) for c in cls_scores]
-        priors = head.prior_generator.grid_priors(sizes, device='cpu')
-        for i, p in enumerate(priors):
-            self.register_buffer(f'priors{i}', p.clone(), persistent=False)
-        self.num_levels = len(priors)
 
-    def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        from mmdet.models.task_modules.coders.delta_xywh_bbox_coder import delta2bbox
-        head, coder = self.detector.bbox_head, self.detector.bbox_head.bbox_coder
-        cls_scores, bbox_preds = head(self.detector.extract_feat(self.normalize(image)))
-        all_scores, all_labels, all_deltas, all_priors = [], [], [], []
-        for level in range(self.num_levels):
-            logits = cls_scores[level][0].permute(1, 2, 0).reshape(-1, head.cls_out_channels)
-            deltas = bbox_preds[level][0].permute(1, 2, 0).reshape(-1, 4)
-            scores = logits.sigmoid() if self.sigmoid else logits.softmax(-1)[:, :-1]
-            flat = scores.reshape(-1)
+    def forward(self, boxes: Tensor, scores: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        boxes, scores = boxes[0], scores[0]
+        all_scores, all_labels, all_boxes = [], [], []
+        start = 0
+        for count in self.level_anchors:
+            flat = scores[start:start + count].reshape(-1)
             k = flat.numel() if self.nms_pre <= 0 else min(self.nms_pre, flat.numel())
             top, idx = flat.topk(k)
-            anchor = idx // self.num_classes
             all_scores.append(top)
             all_labels.append(idx % self.num_classes)
-            all_deltas.append(deltas[anchor])
-            all_priors.append(getattr(self, f'priors{level}')[anchor])
+            all_boxes.append(boxes[start:start + count][idx // self.num_classes])
+            start += count
         scores, labels = torch.cat(all_scores), torch.cat(all_labels)
-        boxes = delta2bbox(torch.cat(all_priors), torch.cat(all_deltas), coder.means,
-                           coder.stds, max_shape=self.input_size, clip_border=coder.clip_border,
-                           add_ctr_clamp=coder.add_ctr_clamp, ctr_clamp=coder.ctr_clamp)
+        boxes = torch.cat(all_boxes)
         valid = scores > self.score_thr
         if self.min_bbox_size >= 0:
             wh = boxes[:, 2:] - boxes[:, :2]
@@ -152,6 +189,19 @@ class DetectorGraph(nn.Module):
         return boxes[keep], scores[keep], labels[keep]
 
 
+class DetectorGraph(nn.Module):
+    """:class:`DetectorNetwork` then :class:`DetectorPostprocess`: raw image to detections in
+    one graph (the ONNX model, NMS inside)."""
+
+    def __init__(self, detector: nn.Module, input_size: Sequence[int]) -> None:
+        super().__init__()
+        self.network = DetectorNetwork(detector, input_size)
+        self.postprocess = DetectorPostprocess(detector.bbox_head, self.network.level_anchors)
+
+    def forward(self, image: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        return self.postprocess(*self.network(image))
+
+
 class SegmentorGraph(nn.Module):
     """An encoder-decoder segmentor, whole-image inference.
 
@@ -163,19 +213,19 @@ class SegmentorGraph(nn.Module):
     def __init__(self, segmentor: nn.Module) -> None:
         super().__init__()
         if not hasattr(segmentor, 'decode_head') or not hasattr(segmentor, 'extract_feat'):
-            raise ExportError(f'ONNX export handles encoder-decoder segmentors; '
-                              f'{type(segmentor).__name__} is not one: export without --onnx.')
-        self.segmentor = segmentor
-        self.normalize = Normalize(segmentor.data_preprocessor)
+            raise ExportError(f'Export handles encoder-decoder segmentors; '
+                              f'{type(segmentor).__name__} is not one: export with no --format.')
+        head = segmentor.decode_head
+        self.core = NetworkCore(segmentor, 'decode_head')
+        self.align_corners = head.align_corners
+        self.threshold = getattr(head, 'threshold', None)
 
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor]:
         from mmseg.models.utils import resize
-        head = self.segmentor.decode_head
-        logits = head.forward(self.segmentor.extract_feat(self.normalize(image)))
-        logits = resize(logits, size=image.shape[2:], mode='bilinear',
-                        align_corners=head.align_corners)
+        logits = resize(self.core(image), size=image.shape[2:], mode='bilinear',
+                        align_corners=self.align_corners)
         if logits.shape[1] > 1:
             seg_map = logits.argmax(dim=1)
         else:
-            seg_map = (logits.sigmoid() > head.threshold)[:, 0].long()
+            seg_map = (logits.sigmoid() > self.threshold)[:, 0].long()
         return logits, seg_map

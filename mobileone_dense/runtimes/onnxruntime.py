@@ -51,3 +51,29 @@ def ort_use_shared_pool(threads: int) -> None:
     """
     import onnxruntime as ort
     ort.set_global_thread_pool_sizes(threads, 1)
+
+
+class OnnxRuntimeModel:
+    """A ``model.onnx`` of tools/export.py in ONNX Runtime: ``1x3xHxW`` float32 image in, the
+    graph's outputs out (named as the task's ``output_names``)."""
+    runtime = 'ONNX Runtime'
+
+    def __init__(self, path: str | Path, threads: Optional[int] = None) -> None:
+        self.path = Path(path)
+        try:
+            self.session = ort_session(path, threads=threads)
+        except Exception as e:  # onnxruntime raises its own exception types
+            from ..errors import ExportError
+            raise ExportError(f'{path} is not an ONNX model that ONNX Runtime can load '
+                              f'({str(e).strip().splitlines()[0]}): export it again with '
+                              f'tools/export.py --format onnx.') from None
+        inputs = self.session.get_inputs()
+        self.input_name = inputs[0].name
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        shape = inputs[0].shape
+        #: (H, W) of the image the model takes.
+        self.input_size = (int(shape[2]), int(shape[3]))
+
+    def __call__(self, image) -> list:
+        import numpy as np
+        return self.session.run(None, {self.input_name: np.asarray(image, dtype=np.float32)})

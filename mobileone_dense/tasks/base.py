@@ -25,10 +25,12 @@ class Task:
         name: ``detection`` or ``segmentation``.
         scope: The OpenMMLab scope whose registries build its models (``mmdet``, ``mmseg``).
         output_names: Names of the exported graph's outputs, in order.
+        network_output_names: Names of :meth:`network`'s outputs, in order.
     """
     name: str = ''
     scope: str = ''
     output_names: tuple[str, ...] = ()
+    network_output_names: tuple[str, ...] = ()
 
     def models_registry(self):
         """The ``MODELS`` registry of the task's package."""
@@ -63,6 +65,17 @@ class Task:
     # ----------------------------------------------------------------------- export
     def export_wrapper(self, model: nn.Module, input_size: Sequence[int]) -> nn.Module:
         """The model as one graph: raw image in, final predictions (:attr:`output_names`) out."""
+        raise NotImplementedError
+
+    def network(self, model: nn.Module, input_size: Sequence[int]) -> nn.Module:
+        """What every runtime runs (LiteRT, Core ML; ONNX adds the post-processing): raw image
+        in, :attr:`network_output_names` out. Its ``core`` is the part INT8 quantizes."""
+        raise NotImplementedError
+
+    def postprocessor(self, model: nn.Module, input_size: Sequence[int]
+                      ) -> Callable[[Sequence[Tensor]], list[Tensor]]:
+        """Turns :meth:`network`'s outputs into the final predictions (:attr:`output_names`),
+        as the ONNX graph computes them inside."""
         raise NotImplementedError
 
     def predictions(self, model: nn.Module, image: Tensor) -> list[Tensor]:

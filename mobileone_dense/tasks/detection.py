@@ -49,6 +49,7 @@ class DetectionTask(Task):
     name = 'detection'
     scope = 'mmdet'
     output_names = ('boxes', 'scores', 'labels')
+    network_output_names = ('boxes', 'scores')  # 1xAx4 decoded boxes, 1xAxC class scores
 
     def data_sample(self, metainfo: dict):
         from mmdet.structures import DetDataSample
@@ -57,6 +58,22 @@ class DetectionTask(Task):
     def export_wrapper(self, model: nn.Module, input_size: Sequence[int]) -> nn.Module:
         from ..export.graph import DetectorGraph
         return DetectorGraph(model, input_size).eval()
+
+    def network(self, model: nn.Module, input_size: Sequence[int]) -> nn.Module:
+        from ..export.graph import DetectorNetwork
+        return DetectorNetwork(model, input_size).eval()
+
+    def postprocessor(self, model: nn.Module, input_size: Sequence[int]):
+        """mmdet's selection and class-wise NMS (:class:`~..export.graph.DetectorPostprocess`),
+        in PyTorch with mmcv's NMS."""
+        from ..export.graph import DetectorNetwork, DetectorPostprocess
+        post = DetectorPostprocess(model.bbox_head,
+                                   DetectorNetwork(model, input_size).level_anchors).eval()
+
+        def run(outputs: Sequence) -> list[Tensor]:
+            with torch.no_grad():
+                return list(post(*(torch.as_tensor(o) for o in outputs[:2])))
+        return run
 
     def predictions(self, model: nn.Module, image: Tensor) -> list[Tensor]:
         inputs, samples = self.preprocess(model, image)

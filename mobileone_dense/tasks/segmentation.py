@@ -20,6 +20,7 @@ class SegmentationTask(Task):
     name = 'segmentation'
     scope = 'mmseg'
     output_names = ('seg_logits', 'seg_map')
+    network_output_names = output_names  # the network is the whole graph
 
     def data_sample(self, metainfo: dict):
         from mmseg.structures import SegDataSample
@@ -36,6 +37,12 @@ class SegmentationTask(Task):
     def export_wrapper(self, model: nn.Module, input_size: Sequence[int]) -> nn.Module:
         from ..export.graph import SegmentorGraph
         return SegmentorGraph(model).eval()
+
+    def network(self, model: nn.Module, input_size: Sequence[int]) -> nn.Module:
+        return self.export_wrapper(model, input_size)
+
+    def postprocessor(self, model: nn.Module, input_size: Sequence[int]):
+        return lambda outputs: [torch.as_tensor(o) for o in outputs]
 
     def predictions(self, model: nn.Module, image: Tensor) -> list[Tensor]:
         inputs, samples = self.preprocess(model, image)

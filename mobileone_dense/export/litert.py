@@ -1,0 +1,100 @@
+"""Writing a network as a LiteRT (``.tflite``) model with litert-torch, in float32 or with int8
+weights and activations (PT2E post-training quantization, calibrated).
+
+The model takes a ``1xHxWx3`` float32 image (channels last, 0..255, channels as mmcv loads
+them), with the config's normalisation inside. INT8 quantizes what XNNPACK runs in int8 (every
+convolution with its ReLU, additions, pooling) inside the detector or segmentor proper
+(the wrapper's ``core``: backbone, neck and head maps); the box decoding, the softmax
+and the segmentor's final resize and argmax stay in float32, where 8 bits would cost
+accuracy for no speed.
+Weights are symmetric per output channel: a fused MobileOne kernel sums several branches, and
+its channels' ranges differ more than a plain convolution's (QARepVGG, Chu et al. 2022).
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Iterable, Optional
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import ExportError
+from ..utils.capture import captured_output
+
+
+def _litert_torch():
+    try:
+        import litert_torch
+    except ImportError:
+        raise ExportError('LiteRT export needs the deploy extra (litert-torch, ai-edge-litert): '
+                          'make install (or pip install -e ".[deploy]").') from None
+    return litert_torch
+
+
+def channels_last(image: Tensor) -> Tensor:
+    return image.permute(0, 2, 3, 1).contiguous()
+
+
+def quantize_pt2e(network: nn.Module, image: Tensor, calibration: Iterable[Tensor]):
+    """A copy of ``network`` whose ``core`` (:class:`~.graph.NetworkCore`: normalisation,
+    backbone, neck, head maps) carries int8 quantize/dequantize pairs, calibrated on
+    ``calibration`` (``1x3xHxW`` images); returns it and the quantization config."""
+    _litert_torch()
+    from litert_torch.quantize import pt2e_quantizer
+    from torchao.quantization.pt2e import quantize_pt2e as pt2e
+    config = pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True)
+    quantizer = pt2e_quantizer.PT2EQuantizer().set_global(config)
+    exported = torch.export.export(network.core.eval(), (image, )).module()
+    prepared = pt2e.prepare_pt2e(exported, quantizer)
+    count = 0
+    with torch.no_grad():
+        for calib in calibration:
+            prepared(calib)
+            count += 1
+    if count == 0:
+        raise ExportError('INT8 export needs calibration images and got none: pass --calib N '
+                          '(N > 0) or --calib-data DIR with images in it.')
+    quantized = copy.copy(network)  # shares everything but the core
+    quantized._modules = dict(network._modules)
+    quantized.core = pt2e.convert_pt2e(prepared, fold_quantize=False)
+    # an exported graph refuses .eval() unless told that it has nothing to switch
+    from torchao.quantization.pt2e import allow_exported_model_train_eval
+    allow_exported_model_train_eval(quantized.core)
+    return quantized.eval(), config
+
+
+def write_tflite(network: nn.Module, image: Tensor, path: str | Path,
+                 calibration: Optional[Iterable[Tensor]] = None) -> Path:
+    """Convert ``network`` (``1x3xHxW`` image in, a tuple of tensors out) to ``path``.
+
+    With ``calibration`` (``1x3xHxW`` images drawn as the config's test pipeline draws them),
+    activations and weights are int8 (see the module doc); otherwise float32.
+    """
+    litert_torch = _litert_torch()
+    path = Path(path)
+    captured = None
+    try:
+        with captured_output() as captured:
+            if calibration is None:
+                module = litert_torch.to_channel_last_io(network, args=[0]).eval()
+                edge = litert_torch.convert(module, (channels_last(image), ))
+            else:
+                from litert_torch.quantize import pt2e_quantizer, quant_config
+                quantized, config = quantize_pt2e(network, image, calibration)
+                module = litert_torch.to_channel_last_io(quantized, args=[0]).eval()
+                mode = pt2e_quantizer.PT2EQuantizer().set_global(config)  # static int8
+                edge = litert_torch.convert(
+                    module, (channels_last(image), ),
+                    quant_config=quant_config.QuantConfig(pt2e_quantizer=mode))
+            edge.export(str(path))
+    except ExportError:
+        raise
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ''
+        tail = captured.tail(1) if captured is not None and captured.text else ''
+        raise ExportError(f'litert-torch could not convert {type(network).__name__} to '
+                          f'{path.name} ({type(e).__name__}: {first}'
+                          f'{"; it printed: " + tail if tail else ""}); nothing was written: '
+                          f'report this with the config.') from None
+    return path
