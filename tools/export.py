@@ -1,14 +1,27 @@
 """Export a trained MobileOne detector or segmentor for deployment.
 
-    python tools/export.py CONFIG CHECKPOINT --out-dir DIR [--onnx] [--input-size H W]
+    python tools/export.py CONFIG CHECKPOINT --out-dir DIR
+        [--format {onnx,tflite,tflite-int8,coreml} ...] [--input-size H W]
+        [--calib N] [--calib-data DIR] [--coreml-precision {fp16,fp32}]
 
 Loads the train-time checkpoint strictly, fuses every MobileOne block, checks on an input that
 the fused model gives the train-time outputs (and refuses to write anything otherwise), then
-writes DIR/fused.pth, DIR/train_config.py and DIR/deploy_config.py; with --onnx also
-DIR/model.onnx (detector: boxes, scores, labels with NMS inside the graph; segmentor: logits
-and class map), checked in ONNX Runtime against PyTorch. Use the pair as any config and
-checkpoint:
+writes DIR/fused.pth, DIR/train_config.py and DIR/deploy_config.py, and one file per --format:
 
+  onnx         DIR/model.onnx: the whole model, NMS inside (detector: boxes, scores, labels;
+               segmentor: logits, class map), checked in ONNX Runtime against PyTorch
+  tflite       DIR/model.tflite: LiteRT FP32 (detector: decoded boxes and class scores of every
+               anchor, NMS after it in PyTorch; segmentor: logits, class map), 1xHxWx3 input,
+               checked in LiteRT (XNNPACK) against PyTorch
+  tflite-int8  DIR/model_int8.tflite: the same with int8 weights and activations, calibrated on
+               --calib images (default 200) of the config's training data through its test
+               pipeline, or of --calib-data DIR; DIR/model_int8.calibration.json lists them
+  coreml       DIR/model.mlpackage: a Core ML ML program (FP16 weights unless
+               --coreml-precision fp32); on Linux its program is checked, not run (macOS only)
+
+Evaluate any of them with the config's own metric, or use the fused pair as any checkpoint:
+
+    python tools/test.py CONFIG DIR/model_int8.tflite
     python tools/test.py DIR/deploy_config.py DIR/fused.pth
 """
 import sys
@@ -16,8 +29,9 @@ import sys
 from mmengine.config import DictAction
 
 import mobileone_dense  # noqa: F401  (registers MobileOne, applies the compat fixes)
+from mobileone_dense.export.calibration import DEFAULT_COUNT
 from mobileone_dense.export.numerics import RTOL
-from mobileone_dense.export.pipeline import export
+from mobileone_dense.export.pipeline import FORMATS, Options, export
 from mobileone_dense.utils import cli
 
 
@@ -26,21 +40,40 @@ def parse_args(argv=None):
     parser.add_argument('config', help='the training config')
     parser.add_argument('checkpoint', help='the train-time checkpoint (.pth)')
     parser.add_argument('--out-dir', required=True, help='where the files go')
-    parser.add_argument('--onnx', action='store_true', help='also write and check model.onnx')
+    parser.add_argument('--format', nargs='+', default=[], metavar='FORMAT', dest='formats',
+                        help=f'formats to write and check, any of: {", ".join(FORMATS)}')
+    parser.add_argument('--onnx', action='store_true', help='same as --format onnx')
     parser.add_argument('--input-size', nargs=2, type=int, metavar=('H', 'W'),
-                        help="input of the check and of the ONNX model (default: the config's "
-                             'test size)')
+                        help="input of the check and of the exported models (default: the "
+                             "config's test size)")
+    parser.add_argument('--calib', type=int, default=DEFAULT_COUNT, metavar='N',
+                        help='tflite-int8: calibration images (default: %(default)s)')
+    parser.add_argument('--calib-data', metavar='DIR',
+                        help="tflite-int8: calibrate on this folder's images instead of the "
+                             "config's training data")
+    parser.add_argument('--coreml-precision', choices=['fp16', 'fp32'], default='fp16',
+                        help='coreml: weight and compute precision (default: %(default)s)')
     parser.add_argument('--rtol', type=float, default=RTOL,
                         help='tolerance relative to the largest output (default: %(default).1e)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction,
                         help='override config settings, as in tools/test.py')
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    formats = [f.lower() for f in args.formats] + (['onnx'] if args.onnx else [])
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise cli.UsageError(f'--format {unknown[0]} is not a format this tool writes: choose '
+                             f'from {", ".join(FORMATS)} (several may be given).')
+    args.formats = list(dict.fromkeys(formats))  # in order, once each
+    return args
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    export(args.config, args.checkpoint, args.out_dir, formats=['onnx'] if args.onnx else [],
-           input_size=args.input_size, cfg_options=args.cfg_options, rtol=args.rtol)
+    options = Options(calib=args.calib, calib_data=args.calib_data,
+                      coreml_precision=args.coreml_precision)
+    export(args.config, args.checkpoint, args.out_dir, formats=args.formats,
+           input_size=args.input_size, cfg_options=args.cfg_options, rtol=args.rtol,
+           options=options)
 
 
 if __name__ == '__main__':

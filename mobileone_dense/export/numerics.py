@@ -97,6 +97,18 @@ def compare(actual: Sequence, expected: Sequence, rtol: float = RTOL) -> Agreeme
     return Agreement(max_abs, max_rel, normwise, len(expected), rtol)
 
 
+def correlation(actual: Sequence, expected: Sequence) -> float:
+    """Pearson correlation of two lists of outputs, all values pooled (1.0: the same up to
+    scale and offset); how closely a quantized model follows its float original."""
+    a = torch.cat([torch.as_tensor(x).double().flatten() for x in actual])
+    e = torch.cat([torch.as_tensor(x).double().flatten() for x in expected])
+    if not torch.isfinite(a).all():
+        return float('nan')
+    a, e = a - a.mean(), e - e.mean()
+    denom = (a.norm() * e.norm()).item()
+    return float((a @ e).item() / denom) if denom > 0 else float(torch.equal(a, e))
+
+
 def float_tolerance(model: nn.Module, inputs: Tensor, outputs: Sequence[Tensor],
                     rtol: float = RTOL, cap: float = RTOL_CAP) -> tuple[float, float]:
     """The tolerance for comparing another float32 rendering of ``model`` with ``outputs``.

@@ -8,15 +8,29 @@ an input that the fused model gives the train-time outputs, and writes
 - ``deploy_config.py``: two lines over ``train_config.py`` (``deploy=True``, no pretrained
   init); it builds exactly the model that ``fused.pth`` fits, so mmengine loads it strictly;
 - one file per requested format (:data:`FORMATS`), each checked against PyTorch where it can
-  run here: ``model.onnx`` (the fused model with its post-processing, run in ONNX Runtime).
+  run here:
+
+  - ``model.onnx``: the fused model with its post-processing (NMS inside), run in ONNX
+    Runtime and compared with PyTorch;
+  - ``model.tflite``: the network (:meth:`Task.network`: detector up to decoded boxes and
+    scores, segmentor to logits and class map), run in LiteRT (XNNPACK) and compared with
+    PyTorch, outputs and final predictions;
+  - ``model_int8.tflite`` and ``model_int8.calibration.json``: the same network with int8
+    weights and activations, calibrated on images of the config's data (or ``calib_data``);
+    its agreement with float is measured and printed (8 bits do not agree to float
+    tolerance), and it is refused only if its outputs are not finite;
+  - ``model.mlpackage``: a Core ML ML program of the network (FP16 weights by default); Core ML
+    cannot predict on Linux, so its program is checked instead (one conv per fused conv, no
+    branch or batch norm left).
 
 Nothing is written unless every check passes.
 """
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -27,8 +41,9 @@ from ..apis import build_model, load_checkpoint, load_config
 from ..errors import ExportError
 from ..models.checkpoint import check_state_dict
 from ..tasks import Task, task_of
+from .calibration import DEFAULT_COUNT
 from .fusion import fuse, has_mobileone
-from .numerics import RTOL, check_fused, compare, make_image, raw_outputs
+from .numerics import RTOL, check_fused, compare, correlation, make_image, raw_outputs
 
 DEPLOY_CONFIG = """\
 # Deploy config written by tools/export.py: the training config with every MobileOne block
@@ -40,16 +55,38 @@ model = dict(backbone=dict(deploy=True, init_cfg=None))
 
 
 @dataclass
+class Options:
+    """The format options of :func:`export` (``tools/export.py`` flags)."""
+    calib: int = DEFAULT_COUNT  # INT8: how many calibration images
+    calib_data: Optional[str] = None  # INT8: a folder of images instead of the config's data
+    coreml_precision: str = 'fp16'
+
+
+@dataclass
 class Context:
-    """What a format writer gets: the fused deploy model, its task, a test image and the
-    tolerance the fused model met, and the folder to write into."""
+    """What a format writer gets: the fused deploy model, its config and task, a test image and
+    the tolerance the fused model met, the options, and the folder to write into."""
     model: nn.Module
+    cfg: object
     task: Task
     image: Tensor
     input_size: tuple[int, int]
     rtol: float
     out_dir: Path
     log: Callable[[str], None]
+    options: Options = field(default_factory=Options)
+    _network: Optional[nn.Module] = None
+
+    @property
+    def network(self) -> nn.Module:
+        """:meth:`Task.network` of the fused model, built once."""
+        if self._network is None:
+            self._network = self.task.network(self.model, self.input_size)
+        return self._network
+
+    def network_outputs(self, image: Tensor) -> list[Tensor]:
+        with torch.no_grad():
+            return [o for o in self.network(image)]
 
 
 def write_onnx(ctx: Context) -> dict:
@@ -73,10 +110,95 @@ def write_onnx(ctx: Context) -> dict:
     return onnx.details
 
 
+def _float_outputs(outputs: Sequence) -> list:
+    """The floating-point outputs (class maps are compared as predictions instead)."""
+    return [o for o in outputs if torch.as_tensor(o).is_floating_point()]
+
+
+def write_tflite_fp32(ctx: Context) -> dict:
+    """``model.tflite``: :meth:`Task.network` in LiteRT, compared with PyTorch (the network's
+    outputs, and the final predictions after the task's post-processing)."""
+    from ..runtimes.litert import LiteRTModel
+    from .litert import write_tflite
+    ctx.log('converting to LiteRT FP32 (litert-torch, about 20 s)')
+    path = write_tflite(ctx.network, ctx.image, ctx.out_dir / 'model.tflite')
+    outputs = LiteRTModel(path, threads=2)(ctx.image.numpy())
+    expected = ctx.network_outputs(ctx.image)
+    network = compare(_float_outputs(outputs), _float_outputs(expected), ctx.rtol)
+    ctx.log(f'LiteRT FP32 vs PyTorch, network outputs: {network}')
+    post = ctx.task.postprocessor(ctx.model, ctx.input_size)
+    final = ctx.task.compare_predictions(post(outputs), ctx.task.predictions(ctx.model, ctx.image),
+                                         ctx.rtol, ctx.input_size)
+    ctx.log(f'LiteRT FP32 vs PyTorch ({ctx.task.scope} predict): {final.text}')
+    if not (network.ok and final.ok):
+        raise ExportError('LiteRT disagrees with PyTorch beyond tolerance (see above), so nothing '
+                          'was written: report this with the config.')
+    return dict(network=vars(network), predictions=final.details)
+
+
+#: Tolerance of the INT8 model's predictions against float, for the printed figures only:
+#: 8 bits do not agree to float tolerance, and the data set's metric judges them.
+INT8_RTOL = 0.02
+
+
+def write_tflite_int8(ctx: Context) -> dict:
+    """``model_int8.tflite`` (int8, calibrated) and ``model_int8.calibration.json`` (which
+    images); prints how closely it follows the float network."""
+    import json
+
+    from ..runtimes.litert import LiteRTModel
+    from .calibration import calibration_images
+    from .litert import write_tflite
+    opts = ctx.options
+    ctx.log(f'INT8: reading up to {opts.calib} calibration images from '
+            f'{opts.calib_data or "the config" + chr(39) + "s training data"}')
+    images, record = calibration_images(ctx.cfg, ctx.input_size, opts.calib, opts.calib_data)
+    ctx.log(f'converting to LiteRT INT8 (PT2E, per-channel weights, calibrated on '
+            f'{len(images)} images; about a minute)')
+    path = write_tflite(ctx.network, ctx.image, ctx.out_dir / 'model_int8.tflite', images)
+    record.update(input_size=list(ctx.input_size), quantization='int8 weights (symmetric, per '
+                  'output channel) and activations (per tensor), PT2E with litert-torch')
+    (ctx.out_dir / 'model_int8.calibration.json').write_text(json.dumps(record, indent=2))
+    outputs = LiteRTModel(path, threads=2)(ctx.image.numpy())
+    expected = ctx.network_outputs(ctx.image)
+    corr = correlation(_float_outputs(outputs), _float_outputs(expected))
+    if not corr == corr:  # NaN: non-finite outputs
+        raise ExportError('The INT8 model gives non-finite outputs, so nothing was written: '
+                          'calibrate on images like the deployed inputs (--calib-data DIR).')
+    post = ctx.task.postprocessor(ctx.model, ctx.input_size)
+    final = ctx.task.compare_predictions(post(outputs), ctx.task.predictions(ctx.model, ctx.image),
+                                         INT8_RTOL, ctx.input_size)
+    ctx.log(f'LiteRT INT8 vs PyTorch float: network outputs correlate {corr:.4f}; predictions '
+            f'at {INT8_RTOL:.0%} tolerance: {re.sub(": (OK|MISMATCH)", "", final.text)} (tools/test.py '
+            f'CONFIG model_int8.tflite measures the accuracy)')
+    return dict(correlation=corr, predictions=final.details, calibration_images=len(images))
+
+
+def write_coreml(ctx: Context) -> dict:
+    """``model.mlpackage``: :meth:`Task.network` as a Core ML ML program, its program checked
+    (Core ML cannot predict on Linux)."""
+    from .coreml import count_convs, inspect_coreml
+    from .coreml import write_coreml as convert
+    ctx.log(f'converting to Core ML ({ctx.options.coreml_precision}, coremltools)')
+    path = convert(ctx.network, ctx.image, ctx.out_dir / 'model.mlpackage',
+                   precision=ctx.options.coreml_precision,
+                   output_names=ctx.task.network_output_names)
+    check = inspect_coreml(path, count_convs(ctx.network))
+    ctx.log(f'Core ML program: {check.get("text", check)}')
+    if not check['ok']:
+        raise ExportError('The Core ML program does not have one conv per fused conv (see above), '
+                          'so nothing was written: report this with the config.')
+    ctx.log('Core ML predictions need macOS or iOS; on Linux the program was checked, not run')
+    return check
+
+
 #: Format name -> writer; each writes its file(s) into ``ctx.out_dir`` and returns its checks.
-FORMATS: dict[str, Callable[[Context], dict]] = {'onnx': write_onnx}
+FORMATS: dict[str, Callable[[Context], dict]] = {
+    'onnx': write_onnx, 'tflite': write_tflite_fp32, 'tflite-int8': write_tflite_int8,
+    'coreml': write_coreml}
 #: Files a format writes, in the order they are moved out of the scratch folder.
-FILES = ('fused.pth', 'train_config.py', 'deploy_config.py', 'model.onnx')
+FILES = ('fused.pth', 'train_config.py', 'deploy_config.py', 'model.onnx', 'model.tflite',
+         'model_int8.tflite', 'model_int8.calibration.json', 'model.mlpackage')
 
 
 def _input_size(cfg, task: Task, input_size: Optional[Sequence[int]]) -> tuple[int, int]:
@@ -88,7 +210,8 @@ def _input_size(cfg, task: Task, input_size: Optional[Sequence[int]]) -> tuple[i
 
 def export(config: str | Path, checkpoint: str | Path, out_dir: str | Path,
            formats: Sequence[str] = (), input_size: Optional[Sequence[int]] = None,
-           cfg_options: Optional[dict] = None, rtol: float = RTOL, log=print) -> dict:
+           cfg_options: Optional[dict] = None, rtol: float = RTOL, log=print,
+           options: Optional[Options] = None) -> dict:
     """Fuse a trained model and write ``fused.pth``, ``deploy_config.py`` and ``formats``.
 
     Args:
@@ -102,6 +225,7 @@ def export(config: str | Path, checkpoint: str | Path, out_dir: str | Path,
         rtol: Smallest tolerance of the checks (a model that amplifies float32 rounding more
             gets more, up to a fixed cap: :func:`~.numerics.float_tolerance`).
         log: Where progress lines go.
+        options: Format options (:class:`Options`: INT8 calibration, Core ML precision).
 
     Returns:
         What was written and measured (paths, agreements).
@@ -160,13 +284,16 @@ def export(config: str | Path, checkpoint: str | Path, out_dir: str | Path,
                 'fall back to the dataset defaults')
         torch.save(dict(meta=meta, state_dict=fused_sd), tmp / 'fused.pth')
 
-        ctx = Context(deploy_model, task, image, size, agreement.rtol, tmp, log)
+        ctx = Context(deploy_model, deploy_cfg, task, image, size, agreement.rtol, tmp, log,
+                      options or Options())
         for name in formats:
             report[name] = FORMATS[name](ctx)
         out_dir.mkdir(parents=True, exist_ok=True)
         written = {}
         for name in FILES:
             if (tmp / name).exists():
+                if (out_dir / name).is_dir():  # an earlier model.mlpackage
+                    shutil.rmtree(out_dir / name)
                 shutil.move(str(tmp / name), str(out_dir / name))
                 written[name] = str(out_dir / name)
     report['written'] = written
