@@ -168,9 +168,10 @@ def write_tflite_int8(ctx: Context) -> dict:
     post = ctx.task.postprocessor(ctx.model, ctx.input_size)
     final = ctx.task.compare_predictions(post(outputs), ctx.task.predictions(ctx.model, ctx.image),
                                          INT8_RTOL, ctx.input_size)
+    figures = re.sub(': (OK|MISMATCH)', '', final.text)
     ctx.log(f'LiteRT INT8 vs PyTorch float: network outputs correlate {corr:.4f}; predictions '
-            f'at {INT8_RTOL:.0%} tolerance: {re.sub(": (OK|MISMATCH)", "", final.text)} (tools/test.py '
-            f'CONFIG model_int8.tflite measures the accuracy)')
+            f'at {INT8_RTOL:.0%} tolerance: {figures} (tools/test.py CONFIG model_int8.tflite '
+            f'measures the accuracy)')
     return dict(correlation=corr, predictions=final.details, calibration_images=len(images))
 
 
