@@ -30,6 +30,7 @@ import contextlib
 import copy
 import shutil
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,6 +159,15 @@ def count_convs(network: nn.Module, image: Tensor) -> int:
 
 
 # ------------------------------------------------------------------------------ writing
+@contextlib.contextmanager
+def _quiet():
+    """Python warnings of the exporter and converter (deprecations inside coremltools, by the
+    hundred) are chatter too."""
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        yield
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else ''
@@ -196,11 +206,11 @@ def write_coreml(network: nn.Module, image: Tensor, path: str | Path, precision:
     try:
         log(f'Core ML: exporting {name} ({shape[2]}x{shape[3]}) with torch.export ...')
         start = time.perf_counter()
-        with captured_output() as captured, torch.no_grad():
+        with captured_output() as captured, torch.no_grad(), _quiet():
             program = torch.export.export(graph, (image, )).run_decompositions({})
         stage = 'coremltools'
         log(f'Core ML: converting to an ML program ({precision}) ...')
-        with captured_output() as captured:
+        with captured_output() as captured, _quiet():
             layout = getattr(ct.colorlayout, folding.color_layout)
             inputs = [ct.ImageType(name='image', shape=shape, color_layout=layout,
                                    scale=folding.scale, bias=folding.bias)]
@@ -242,9 +252,10 @@ def _describe(model, folding: ImageFolding, shape: Sequence[int], precision: str
         f'the config test pipeline resizes; normalisation is inside')
     meta = model.user_defined_metadata
     meta['mobileone_dense.color_layout'] = folding.color_layout
-    meta['mobileone_dense.input_scale'] = repr(folding.scale)
-    meta['mobileone_dense.input_bias'] = repr(folding.bias)
-    meta['mobileone_dense.graph_channel_factor'] = repr(folding.factor)
+    short = lambda v: None if v is None else [float(f'{x:.7g}') for x in v]  # noqa: E731
+    meta['mobileone_dense.input_scale'] = f'{folding.scale:.7g}'
+    meta['mobileone_dense.input_bias'] = str(short(folding.bias))
+    meta['mobileone_dense.graph_channel_factor'] = str(short(folding.factor))
     meta['mobileone_dense.precision'] = precision
 
 

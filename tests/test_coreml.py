@@ -1,0 +1,176 @@
+"""Core ML export (mobileone_dense.export.coreml): the demo SSDLite-mu0 and DeepLabV3-mu0
+(random weights, fused) convert to ML programs whose check passes (one conv per convolution
+the fused network runs, no batch_norm), the train-time network's program fails it, FP16 and
+FP32 show in the spec, and the image input (RGB, mean in the bias, 1/std in the graph) computes
+exactly what the data preprocessor computes. Core ML cannot predict on Linux, so the
+preprocessing is checked against the preprocessor in PyTorch and in the program's constants."""
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+import mobileone_dense  # noqa: F401  (registers MobileOne, applies the compat fixes)
+from mobileone_dense.apis import build_model, load_config
+from mobileone_dense.errors import ExportError
+from mobileone_dense.export import coreml
+from mobileone_dense.export.fusion import fuse
+from mobileone_dense.export.graph import Normalize
+from mobileone_dense.export.numerics import make_image
+from mobileone_dense.tasks import task_of
+
+pytest.importorskip('coremltools')
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = {'det': ROOT / 'configs/ssdlite/mobileone_mu0_demo.py',
+           'seg': ROOT / 'configs/deeplabv3/mobileone_mu0_demo.py'}
+SIZE = (128, 128)
+
+
+def _case(name: str) -> SimpleNamespace:
+    """A demo config's train-time model, its fused copy, the fused network and an image."""
+    cfg = load_config(CONFIGS[name])
+    task = task_of(cfg)
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    fused = fuse(model)
+    return SimpleNamespace(cfg=cfg, task=task, model=model, fused=fused,
+                           network=task.network(fused, SIZE), image=make_image(SIZE))
+
+
+@pytest.fixture(scope='module')
+def det() -> SimpleNamespace:
+    return _case('det')
+
+
+@pytest.fixture(scope='module')
+def seg() -> SimpleNamespace:
+    return _case('seg')
+
+
+@pytest.fixture(scope='module')
+def det_fp16(det, tmp_path_factory) -> dict:
+    path = coreml.write_coreml(det.network, det.image,
+                               tmp_path_factory.mktemp('det') / 'model.mlpackage',
+                               output_names=det.task.network_output_names, log=lambda _: None)
+    return coreml.inspect_coreml(path, coreml.count_convs(det.network, det.image))
+
+
+def _conv2d_modules(module: nn.Module) -> int:
+    return sum(isinstance(m, nn.Conv2d) for m in module.modules())
+
+
+# ------------------------------------------------------------------------------ the image input
+@pytest.mark.parametrize('name', ['det', 'seg'])
+def test_folding_matches_the_data_preprocessor(name, request):
+    case = request.getfixturevalue(name)
+    pre = case.cfg.model.data_preprocessor
+    folding = coreml.fold_normalize(case.network.core.normalize)
+    # bgr_to_rgb=True: the network wants RGB, so the image input is RGB and the graph has no
+    # swap; std differs per channel (58.395/57.12/57.375), so 1/std stays in the graph.
+    assert pre['bgr_to_rgb'] and folding.color_layout == 'RGB'
+    assert folding.scale == 1.0
+    assert folding.bias == pytest.approx([-m for m in pre['mean']], rel=1e-6)
+    assert folding.factor == pytest.approx([1 / s for s in pre['std']], rel=1e-6)
+    bgr = make_image(SIZE, seed=1)
+    expected = Normalize(case.model.data_preprocessor)(bgr)
+    torch.testing.assert_close(folding.apply(bgr), expected, rtol=1e-6, atol=1e-5)
+    # and what the converted graph gets from Core ML's image input (RGB, scale, bias) gives
+    # the network's own outputs on the BGR image
+    graph, _ = coreml.image_network(case.network)
+    rgb = bgr.flip(1)
+    coreml_input = folding.scale * rgb + torch.tensor(folding.bias).view(1, 3, 1, 1)
+    with torch.no_grad():
+        for a, b in zip(graph(coreml_input), case.network(bgr)):
+            torch.testing.assert_close(a.float(), b.float(), rtol=1e-4, atol=1e-4)
+    assert isinstance(case.network.core.normalize, Normalize)  # the original is untouched
+
+
+def test_folding_with_one_std_goes_into_the_input():
+    pre = SimpleNamespace(_channel_conversion=False, _enable_normalize=True,
+                          mean=torch.tensor([10., 20., 30.]).view(3, 1, 1),
+                          std=torch.full((3, 1, 1), 255.))
+    normalize = Normalize(pre)
+    folding = coreml.fold_normalize(normalize)
+    assert folding.color_layout == 'BGR' and folding.factor is None
+    assert folding.scale == pytest.approx(1 / 255)
+    bgr = make_image((8, 8))
+    torch.testing.assert_close(folding.apply(bgr), normalize(bgr), rtol=1e-6, atol=1e-6)
+    assert coreml.ChannelScale(folding.factor)(bgr) is bgr
+
+
+# ------------------------------------------------------------------------------ the program
+def test_fused_detector_program_passes_the_check(det, det_fp16):
+    r = det_fp16
+    assert r['ok'], r['problems']
+    # every Conv2d of the fused SSDLite network runs once: one conv op each, no branch left
+    assert r['convs'] == r['expected_convs'] == _conv2d_modules(det.network)
+    assert r['batch_norms'] == 0 and 'batch_norm' not in r['op_counts']
+    assert r['input'] == dict(name='image', type='image', color_layout='RGB',
+                              shape=[1, 3, *SIZE])
+    mean = det.cfg.model.data_preprocessor['mean']
+    assert r['preprocessing']['scale'] == 1.0
+    assert r['preprocessing']['bias'] == pytest.approx([-m for m in mean], rel=1e-6)
+    # the bias on the fp32 image, the cast to fp16, the 1/std multiply; then the first conv
+    assert r['input_ops'] == ['add', 'cast', 'mul']
+    num_anchors = sum(det.network.level_anchors)
+    assert [(o['name'], o['shape']) for o in r['outputs']] == [
+        ('boxes', [1, num_anchors, 4]), ('scores', [1, num_anchors, 5])]
+    assert r['precision'] == 'fp16' and r['opset'] == 'CoreML5'
+    assert 'macOS' in r['predictions'] and 'OK' in coreml.describe(r)
+
+
+def test_fused_segmentor_program_in_fp32(seg, tmp_path):
+    lines = []
+    path = coreml.write_coreml(seg.network, seg.image, tmp_path / 'model.mlpackage',
+                               precision='fp32', output_names=seg.task.network_output_names,
+                               log=lines.append)
+    assert any('converting' in line for line in lines)
+    expected = coreml.count_convs(seg.network, seg.image)
+    # the auxiliary head's convs are never run at inference, so they do not count
+    assert expected < _conv2d_modules(seg.network)
+    r = coreml.inspect_coreml(path, expected)
+    assert r['ok'], r['problems']
+    assert r['convs'] == expected and r['batch_norms'] == 0
+    assert r['precision'] == 'fp32' and r['input_ops'] == ['add', 'mul']  # no fp16 cast
+    assert r['input']['color_layout'] == 'RGB'
+    assert [(o['name'], o['dtype'], o['shape']) for o in r['outputs']] == [
+        ('seg_logits', 'FLOAT32', [1, 6, *SIZE]), ('seg_map', 'INT32', [1, *SIZE])]
+
+
+def test_train_time_program_fails_the_check(seg, tmp_path):
+    """The check can fail: the unfused network keeps its branches (convs) and skip BNs."""
+    unfused = seg.task.network(seg.model, SIZE)
+    path = coreml.write_coreml(unfused, seg.image, tmp_path / 'model.mlpackage',
+                               output_names=seg.task.network_output_names, log=lambda _: None)
+    r = coreml.inspect_coreml(path, coreml.count_convs(seg.network, seg.image))
+    assert not r['ok']
+    assert r['convs'] > r['expected_convs'] and r['batch_norms'] > 0
+    assert len(r['problems']) == 2 and 'branches survived' in r['problems'][0]
+    assert 'FAILED' in coreml.describe(r)
+
+
+# ------------------------------------------------------------------------------ errors
+class _DataDependent(nn.Module):
+    def forward(self, x):
+        return x * 2 if x.mean() > 100 else x
+
+
+def test_errors_are_one_sentence(tmp_path):
+    image = torch.zeros(1, 3, 32, 32)
+    with pytest.raises(ExportError, match='precision'):
+        coreml.write_coreml(_DataDependent(), image, tmp_path / 'm.mlpackage', precision='int8')
+    with pytest.raises(ExportError, match='.mlpackage'):
+        coreml.write_coreml(_DataDependent(), image, tmp_path / 'm.mlmodel')
+    with pytest.raises(ExportError) as info:
+        coreml.write_coreml(_DataDependent(), image, tmp_path / 'm.mlpackage',
+                            log=lambda _: None)
+    message = str(info.value)
+    assert message.startswith('torch.export could not export _DataDependent') and \
+        '\n' not in message and 'nothing was written' in message
+    assert not (tmp_path / 'm.mlpackage').exists()
+    with pytest.raises(ExportError, match='does not exist'):
+        coreml.inspect_coreml(tmp_path / 'm.mlpackage', 1)
