@@ -1,0 +1,197 @@
+"""tools/export.py --format tflite tflite-int8: a randomly initialised, BN-calibrated SSDLite-S0
+and DeepLabV3-S0 become LiteRT models; the FP32 model gives PyTorch's outputs in LiteRT
+(XNNPACK), the INT8 model runs and follows the float network closely, calibration reads the
+config's training images through its test pipeline (or a folder), and bad requests (an unknown
+format, a calibration folder without readable images, a network the converter rejects) get one
+sentence and write nothing. Core ML has its own file (test_coreml.py)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from test_export import CASES, TASK, _export, _save_checkpoint, _train_time_model
+from tools_helpers import make_demo_data
+
+import mobileone_dense  # noqa: F401  (registers MobileOne, applies the compat fixes)
+from mobileone_dense.apis import build_model, load_config
+from mobileone_dense.errors import ExportError
+from mobileone_dense.export import litert as litert_export
+from mobileone_dense.export.calibration import calibration_images
+from mobileone_dense.export.numerics import correlation, make_image
+from mobileone_dense.runtimes import open_model
+from mobileone_dense.runtimes.litert import LiteRTModel
+
+ROOT = Path(__file__).resolve().parents[1]
+#: The INT8 network's outputs (boxes and class scores; logits) must correlate with float at
+#: least this well on its calibration-like input. Measured: 0.9998 (SSDLite-S0) and 0.999
+#: (DeepLabV3-S0) on these random networks; a broken scale or a wrong layout gives < 0.5.
+INT8_MIN_CORRELATION = 0.95
+
+
+def _calib_folder(path: Path, size, count: int = 4) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    for seed in range(count):
+        image = make_image(size, seed=100 + seed)[0].permute(1, 2, 0).numpy().astype(np.uint8)
+        cv2.imwrite(str(path / f'calib_{seed}.jpg'), image)
+    return path
+
+
+@pytest.fixture(scope='module', params=sorted(CASES))
+def exported(request, tmp_path_factory):
+    """tools/export.py --format tflite tflite-int8 once per task (calibrated on a folder)."""
+    case = request.param
+    tmp = tmp_path_factory.mktemp(f'{case}_tflite')
+    model = _train_time_model(case)
+    ckpt = _save_checkpoint(model, case, tmp / 'epoch_3.pth')
+    h, w = CASES[case]['size']
+    calib = _calib_folder(tmp / 'calib', (h, w))
+    out = tmp / 'deploy'
+    code = _export(CASES[case]['config'], ckpt, '--out-dir', out, '--format', 'tflite',
+                   'tflite-int8', '--calib-data', calib, '--input-size', h, w)
+    assert code == 0
+    deploy_model = build_model(load_config(out / 'deploy_config.py'), checkpoint=out / 'fused.pth')
+    return dict(case=case, out=out, size=(h, w), model=deploy_model, calib=calib)
+
+
+def _network_outputs(exported, image):
+    network = TASK[exported['case']].network(exported['model'], exported['size'])
+    with torch.no_grad():
+        return [o for o in network(image)]
+
+
+def test_tflite_fp32_gives_pytorch_outputs(exported):
+    model = open_model(exported['out'] / 'model.tflite', threads=2)
+    assert isinstance(model, LiteRTModel) and model.input_size == exported['size']
+    image = make_image(exported['size'], seed=7)  # not the image the export checked
+    actual = model(image.numpy())
+    expected = _network_outputs(exported, image)
+    assert len(actual) == len(expected) == len(TASK[exported['case']].network_output_names)
+    for a, e in zip(actual, expected):
+        if e.is_floating_point():
+            scale = e.abs().max().item()
+            torch.testing.assert_close(torch.from_numpy(a), e, rtol=0, atol=1e-4 * scale)
+        else:  # the class map: nearly equal logits may flip a pixel
+            assert (torch.from_numpy(a) == e).double().mean() >= 0.999
+    # through the task's post-processing, the final predictions are PyTorch's own
+    task = TASK[exported['case']]
+    final = task.postprocessor(exported['model'], exported['size'])(actual)
+    assert task.compare_predictions(final, task.predictions(exported['model'], image), 1e-4,
+                                    exported['size']).ok
+
+
+def test_tflite_int8_runs_and_follows_float(exported):
+    path = exported['out'] / 'model_int8.tflite'
+    assert path.stat().st_size < 0.5 * (exported['out'] / 'model.tflite').stat().st_size
+    image = make_image(exported['size'], seed=7)
+    actual = open_model(path, threads=2)(image.numpy())
+    expected = _network_outputs(exported, image)
+    floats = [(a, e) for a, e in zip(actual, expected) if e.is_floating_point()]
+    assert all(np.isfinite(a).all() for a, _ in floats)
+    corr = correlation([a for a, _ in floats], [e for _, e in floats])
+    assert corr >= INT8_MIN_CORRELATION
+    # ... but it is quantized: not float32 to rounding
+    assert max(float(np.abs(a - e.numpy()).max()) for a, e in floats) > 1e-4
+
+    record = json.loads((exported['out'] / 'model_int8.calibration.json').read_text())
+    assert record['source'] == 'folder' and record['count'] == 4
+    assert sorted(Path(f).name for f in record['files']) == \
+        sorted(p.name for p in exported['calib'].iterdir())
+    assert record['input_size'] == list(exported['size'])
+
+
+def test_correlation_is_a_real_measure():
+    x = torch.linspace(-3, 5, 100)
+    assert correlation([x], [2 * x + 1]) == pytest.approx(1.0)
+    assert correlation([x], [-x]) == pytest.approx(-1.0)
+    assert abs(correlation([torch.sin(7 * x)], [x])) < 0.3
+    assert correlation([torch.tensor([1.0, float('nan')])], [torch.tensor([1.0, 2.0])]) != \
+        correlation([torch.tensor([1.0, float('nan')])], [torch.tensor([1.0, 2.0])])  # NaN
+
+
+def test_calibration_draws_the_training_images_through_the_test_pipeline(tmp_path):
+    data = make_demo_data(tmp_path / 'demo', train=6, val=2)
+    cfg = load_config(ROOT / 'configs/ssdlite/mobileone_mu0_demo.py')
+    for loader in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        cfg[loader].dataset.data_root = str(data)
+    images, record = calibration_images(cfg, (160, 128), count=4)
+    assert len(images) == record['count'] == 4
+    assert all(i.shape == (1, 3, 160, 128) and i.dtype == torch.float32 for i in images)
+    assert all(0 <= i.min() and i.max() <= 255 and i.std() > 1 for i in images)
+    train = {p.name for p in (data / 'images' / 'train').iterdir()}
+    assert {Path(f).name for f in record['files']} <= train  # not the images it is tested on
+    assert record['source'].startswith('train_dataloader')
+    # the test pipeline's resize (to 320x320), then the export size: the first image as mmcv
+    # would load and resize it
+    first = cv2.imread(record['files'][0])
+    first = cv2.resize(cv2.resize(first, (320, 320), interpolation=cv2.INTER_LINEAR),
+                       (128, 160), interpolation=cv2.INTER_LINEAR)
+    diff = np.abs(images[0][0].permute(1, 2, 0).numpy() - first)
+    assert diff.max() <= 2 and diff.mean() < 0.5  # rounding of the two resizes, nothing more
+
+
+def test_calibration_without_the_data_names_the_way_out(tmp_path):
+    cfg = load_config(ROOT / 'configs/ssdlite/mobileone_mu0_demo.py')
+    cfg.train_dataloader.dataset.data_root = str(tmp_path / 'nowhere')
+    with pytest.raises(ExportError, match=r'--calib-data DIR') as error:
+        calibration_images(cfg, (64, 64), count=2)
+    assert 'nowhere' in str(error.value) and '\n' not in str(error.value)
+
+
+@pytest.fixture(scope='module')
+def checkpoint(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp('bad')
+    return _save_checkpoint(_train_time_model('det'), 'det', tmp / 'epoch_1.pth')
+
+
+def _error(capsys) -> str:
+    lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith('error: ')]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_unknown_format_is_one_sentence(checkpoint, tmp_path, capsys):
+    out = tmp_path / 'out'
+    assert _export(CASES['det']['config'], checkpoint, '--out-dir', out, '--format', 'tflite',
+                   'tflite-int4') == 1
+    message = _error(capsys)
+    assert 'tflite-int4' in message and 'tflite-int8' in message and 'coreml' in message
+    assert not out.exists()
+
+
+@pytest.mark.parametrize('content', ['empty', 'unreadable'])
+def test_calibration_folder_without_readable_images(checkpoint, tmp_path, capsys, content):
+    calib = tmp_path / 'calib'
+    calib.mkdir()
+    if content == 'unreadable':
+        (calib / 'broken.jpg').write_bytes(b'not a jpeg at all')
+    out = tmp_path / 'out'
+    assert _export(CASES['det']['config'], checkpoint, '--out-dir', out, '--format',
+                   'tflite-int8', '--calib-data', calib, '--input-size', 96, 96) == 1
+    message = _error(capsys)
+    assert str(calib) in message
+    if content == 'unreadable':
+        assert 'broken.jpg' in message
+    assert not out.exists()  # nothing written, not even fused.pth
+
+
+def test_a_network_the_converter_rejects(checkpoint, tmp_path, capsys, monkeypatch):
+    import litert_torch
+
+    def refuse(*args, **kwargs):
+        print('converter chatter that must not reach the terminal')
+        raise RuntimeError('aten.foo is not lowerable to TFLite\nsecond line')
+    monkeypatch.setattr(litert_torch, 'convert', refuse)
+    out = tmp_path / 'out'
+    assert _export(CASES['det']['config'], checkpoint, '--out-dir', out, '--format', 'tflite',
+                   '--input-size', 96, 96) == 1
+    message = _error(capsys)
+    assert 'RuntimeError: aten.foo is not lowerable to TFLite' in message
+    assert 'second line' not in message and 'model.tflite' in message
+    assert not out.exists()
+    with pytest.raises(ExportError):
+        litert_export.write_tflite(torch.nn.Identity(), torch.zeros(1, 3, 8, 8),
+                                   tmp_path / 'x.tflite')
