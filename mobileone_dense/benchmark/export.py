@@ -35,7 +35,7 @@ from ..runtimes.onnxruntime import ort_use_shared_pool
 from ..utils.timing import time_side_by_side
 from .candidates import PEAK_NAMES, Group, backbone_group, dense_group, peak_fns
 from .common import WORK_DIR, format_table, machine_info
-from .load import CPULoad
+from .load import CPULoad, load_warning
 from .plot import draw
 
 VARIANTS = apis.PAPER_VARIANTS
@@ -199,12 +199,7 @@ def notes(args: argparse.Namespace, rows: list[dict], loads: dict[str, float]) -
                      f'(PyTorch {g["peak_torch_gmacps"]:.1f}, ONNX Runtime '
                      f'{g["peak_onnx_gmacps"]:.1f}); other processes used '
                      f'{100 * load:.0f}% of the CPU meanwhile')
-    if max(loads.values(), default=0) > 0.1:
-        lines.append('WARNING: other processes kept the CPU busy during the run; PyTorch with '
-                     f'{args.threads} threads suffers most from that (its threads wait for '
-                     'each other at every op), so these ratios are not trustworthy: rerun on '
-                     'an idle machine.')
-    return lines
+    return lines + load_warning(loads, args.threads)
 
 
 def run(args: argparse.Namespace) -> dict:

@@ -36,3 +36,13 @@ class CPULoad:
         busy = self.stop[1] - self.start[1]
         ours = self.stop[2] - self.start[2]
         return max(0.0, busy - ours) / (wall * (os.cpu_count() or 1))
+
+
+def load_warning(loads: dict[str, float], threads: int, limit: float = 0.1) -> list[str]:
+    """A warning line when other processes used more than ``limit`` of the CPU while any group
+    of a benchmark was timed (``loads``: group -> :attr:`CPULoad.others`), else none."""
+    if max(loads.values(), default=0) <= limit:
+        return []
+    return ['WARNING: other processes kept the CPU busy during the run; PyTorch with '
+            f'{threads} threads suffers most from that (its threads wait for each other at '
+            'every op), so these ratios are not trustworthy: rerun on an idle machine.']
