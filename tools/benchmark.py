@@ -1,7 +1,7 @@
 """Latency and throughput benchmarks, measured side by side in one run (interleaved rounds).
 
     python tools/benchmark.py backbone [--variants s0 s1] [--sizes 224 320] [--rounds 50]
-    python tools/benchmark.py {detector,segmentor,export,train} ...   (see --help of each)
+    python tools/benchmark.py {detector,segmentor,export,train,deploy} ...   (see --help of each)
 
 Prints a markdown table and writes it, with the raw figures, as JSON (``--out``).
 """
@@ -15,7 +15,7 @@ from mobileone_dense.utils import cli
 
 #: The subcommands: each names a module of mobileone_dense.benchmark with add_arguments(parser)
 #: and run(args) -> dict.
-SUBCOMMANDS = ('backbone', 'detector', 'segmentor', 'export', 'train')
+SUBCOMMANDS = ('backbone', 'detector', 'segmentor', 'export', 'train', 'deploy')
 
 
 def main(argv=None) -> None:
