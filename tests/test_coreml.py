@@ -125,14 +125,14 @@ def test_fused_detector_program_passes_the_check(det, det_fp16):
 
 def test_fused_segmentor_program_in_fp32(seg, tmp_path):
     lines = []
-    path = coreml.write_coreml(seg.network, seg.image, tmp_path / 'model.mlpackage',
-                               precision='fp32', output_names=seg.task.network_output_names,
-                               log=lines.append)
+    r = coreml.export_coreml(seg.network, seg.image, tmp_path / 'model.mlpackage',
+                             precision='fp32', output_names=seg.task.network_output_names,
+                             log=lines.append)
     assert any('converting' in line for line in lines)
+    assert 'program check' in lines[-1] and 'OK' in lines[-1] and 'macOS' in lines[-1]
     expected = coreml.count_convs(seg.network, seg.image)
     # the auxiliary head's convs are never run at inference, so they do not count
     assert expected < _conv2d_modules(seg.network)
-    r = coreml.inspect_coreml(path, expected)
     assert r['ok'], r['problems']
     assert r['convs'] == expected and r['batch_norms'] == 0
     assert r['precision'] == 'fp32' and r['input_ops'] == ['add', 'mul']  # no fp16 cast
@@ -141,7 +141,7 @@ def test_fused_segmentor_program_in_fp32(seg, tmp_path):
         ('seg_logits', 'FLOAT32', [1, 6, *SIZE]), ('seg_map', 'INT32', [1, *SIZE])]
 
 
-def test_train_time_program_fails_the_check(seg, tmp_path):
+def test_train_time_program_fails_the_check(seg, tmp_path, monkeypatch):
     """The check can fail: the unfused network keeps its branches (convs) and skip BNs."""
     unfused = seg.task.network(seg.model, SIZE)
     path = coreml.write_coreml(unfused, seg.image, tmp_path / 'model.mlpackage',
@@ -151,6 +151,13 @@ def test_train_time_program_fails_the_check(seg, tmp_path):
     assert r['convs'] > r['expected_convs'] and r['batch_norms'] > 0
     assert len(r['problems']) == 2 and 'branches survived' in r['problems'][0]
     assert 'FAILED' in coreml.describe(r)
+    # export_coreml refuses such a program and leaves nothing behind (the same package,
+    # checked against the fused network, without converting again)
+    monkeypatch.setattr(coreml, 'write_coreml', lambda *args, **kwargs: path)
+    monkeypatch.setattr(coreml, 'count_convs', lambda *args: r['expected_convs'])
+    with pytest.raises(ExportError, match='fails its check') as info:
+        coreml.export_coreml(unfused, seg.image, path, log=lambda _: None)
+    assert '\n' not in str(info.value) and not path.exists()
 
 
 # ------------------------------------------------------------------------------ errors

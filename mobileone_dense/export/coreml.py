@@ -367,6 +367,27 @@ def inspect_coreml(path: str | Path, expected_convs: int) -> dict:
                 problems=problems, ok=not problems, predictions=PREDICTIONS_NOTE)
 
 
+def export_coreml(network: nn.Module, image: Tensor, path: str | Path, precision: str = 'fp16',
+                  output_names: Sequence[str] = ('output', ),
+                  log: Callable[[str], None] = print) -> dict:
+    """:func:`write_coreml`, then :func:`inspect_coreml` against the convolutions ``network``
+    runs (:func:`count_convs`), with the finding logged (:func:`describe`).
+
+    Returns the check's report. Raises ExportError (and removes the package) when the program
+    fails the check.
+    """
+    path = write_coreml(network, image, path, precision, output_names, log)
+    report = inspect_coreml(path, count_convs(network, image))
+    log(describe(report))
+    if not report['ok']:
+        shutil.rmtree(path, ignore_errors=True)
+        problems = '; '.join(report['problems'])
+        raise ExportError(f'The Core ML program fails its check ({problems}), so nothing was '
+                          f'written: convert the fused network (export.fusion.fuse); if it was '
+                          f'fused, report this with the config.')
+    return report
+
+
 def describe(report: dict) -> str:
     """One line for a log: what :func:`inspect_coreml` found."""
     inp = report['input']
