@@ -108,6 +108,8 @@ def test_fused_detector_program_passes_the_check(det, det_fp16):
     assert r['ok'], r['problems']
     # every Conv2d of the fused SSDLite network runs once: one conv op each, no branch left
     assert r['convs'] == r['expected_convs'] == _conv2d_modules(det.network)
+    assert coreml.count_convs(det.network) == r['expected_convs']  # image from input_size
+    assert r['text'] == coreml.describe(r)
     assert r['batch_norms'] == 0 and 'batch_norm' not in r['op_counts']
     assert r['input'] == dict(name='image', type='image', color_layout='RGB',
                               shape=[1, 3, *SIZE])
@@ -133,6 +135,7 @@ def test_fused_segmentor_program_in_fp32(seg, tmp_path):
     expected = coreml.count_convs(seg.network, seg.image)
     # the auxiliary head's convs are never run at inference, so they do not count
     assert expected < _conv2d_modules(seg.network)
+    assert coreml.count_convs(seg.network) == expected  # a 128x128 image by default
     assert r['ok'], r['problems']
     assert r['convs'] == expected and r['batch_norms'] == 0
     assert r['precision'] == 'fp32' and r['input_ops'] == ['add', 'mul']  # no fp16 cast

@@ -138,10 +138,16 @@ def image_network(network: nn.Module) -> tuple[nn.Module, ImageFolding]:
 
 
 # ------------------------------------------------------------------------------ counting convs
-def count_convs(network: nn.Module, image: Tensor) -> int:
+def count_convs(network: nn.Module, image: Optional[Tensor] = None) -> int:
     """How many ``nn.Conv2d`` calls one forward pass of ``network`` on ``image`` makes: the
     ``conv`` ops its program must hold. Modules that inference never runs (a segmentor's
-    auxiliary head) do not count."""
+    auxiliary head) do not count.
+
+    ``image`` defaults to zeros of the network's ``input_size`` (a detector network's anchors
+    are laid out for it), else 128x128: the count does not depend on the size.
+    """
+    if image is None:
+        image = torch.zeros(1, 3, *(getattr(network, 'input_size', None) or (128, 128)))
     calls = [0]
 
     def hook(*_):
@@ -308,7 +314,8 @@ def inspect_coreml(path: str | Path, expected_convs: int) -> dict:
     type -> count; ``const`` ops are weights and constants), ``ops_total`` (ops other than
     ``const``), ``convs`` and ``expected_convs``, ``batch_norms``, ``precision`` (``fp16``
     when the convolutions compute in FP16), ``size_mb`` (the package on disk), ``problems``
-    (one sentence each), ``ok`` (no problem) and ``predictions`` (:data:`PREDICTIONS_NOTE`).
+    (one sentence each), ``ok`` (no problem), ``predictions`` (:data:`PREDICTIONS_NOTE`) and
+    ``text`` (all that in one line for a log: :func:`describe`).
     """
     ct = _coremltools()
     path = Path(path)
@@ -357,14 +364,16 @@ def inspect_coreml(path: str | Path, expected_convs: int) -> dict:
     if batch_norms:
         problems.append(f'{batch_norms} batch_norm ops left: a branch or a BN was not fused')
     size = sum(f.stat().st_size for f in path.rglob('*') if f.is_file())
-    return dict(path=str(path), input=inputs[0] if len(inputs) == 1 else inputs,
-                preprocessing=preprocessing, input_ops=input_ops,
-                outputs=[_array_type(f) for f in spec.description.output],
-                op_counts=dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))),
-                ops_total=sum(n for t, n in counts.items() if t != 'const'),
-                convs=convs, expected_convs=int(expected_convs), batch_norms=batch_norms,
-                precision=precision, opset=function.opset, size_mb=size / 2 ** 20,
-                problems=problems, ok=not problems, predictions=PREDICTIONS_NOTE)
+    report = dict(path=str(path), input=inputs[0] if len(inputs) == 1 else inputs,
+                  preprocessing=preprocessing, input_ops=input_ops,
+                  outputs=[_array_type(f) for f in spec.description.output],
+                  op_counts=dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))),
+                  ops_total=sum(n for t, n in counts.items() if t != 'const'),
+                  convs=convs, expected_convs=int(expected_convs), batch_norms=batch_norms,
+                  precision=precision, opset=function.opset, size_mb=size / 2 ** 20,
+                  problems=problems, ok=not problems, predictions=PREDICTIONS_NOTE)
+    report['text'] = describe(report)
+    return report
 
 
 def export_coreml(network: nn.Module, image: Tensor, path: str | Path, precision: str = 'fp16',
@@ -378,7 +387,7 @@ def export_coreml(network: nn.Module, image: Tensor, path: str | Path, precision
     """
     path = write_coreml(network, image, path, precision, output_names, log)
     report = inspect_coreml(path, count_convs(network, image))
-    log(describe(report))
+    log(report['text'])
     if not report['ok']:
         shutil.rmtree(path, ignore_errors=True)
         problems = '; '.join(report['problems'])
