@@ -109,3 +109,30 @@ class Task:
         """Extra arguments of the visualizer's ``add_datasample``."""
         return {}
 
+    def visualizer(self, dataset_meta: dict):
+        """The task's visualizer, knowing the class names (and colours) of ``dataset_meta``."""
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------------- exported models
+    def rescale_predictions(self, predictions: Sequence[Tensor], from_size: Sequence[int],
+                            to_size: Sequence[int], model: nn.Module) -> list[Tensor]:
+        """Final predictions (:attr:`output_names`) of an image of ``from_size`` (H, W) as they
+        would be on that image resized to ``to_size``."""
+        raise NotImplementedError
+
+    def deployed_sample(self, predictions: Sequence[Tensor], sample, model: nn.Module):
+        """The data sample the package's own ``predict`` would return, from an exported model's
+        final predictions on the image a test pipeline made (``img_shape``).
+
+        Args:
+            predictions: Final predictions (:attr:`output_names`), in that image's pixels.
+            sample: The pipeline's data sample (ground truth and metainfo kept), or a metainfo
+                dict for a new one.
+            model: The config's model (for settings such as ``align_corners``).
+
+        Returns:
+            ``sample`` with the predictions mapped to the original image (``ori_shape``), as
+            ``predict(..., rescale=True)`` leaves them.
+        """
+        raise NotImplementedError
+

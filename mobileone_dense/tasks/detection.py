@@ -98,12 +98,10 @@ class DetectionTask(Task):
 
     def inferencer(self, cfg, checkpoint: str, device: str):
         from mmdet.apis import inference_detector, init_detector
-        from mmdet.visualization import DetLocalVisualizer
         drop_pretrained(cfg)
         model = init_detector(cfg, checkpoint, device=device)
-        visualizer = DetLocalVisualizer(name='image_demo')
-        visualizer.dataset_meta = model.dataset_meta
-        return model, visualizer, lambda img: inference_detector(model, img)
+        return model, self.visualizer(model.dataset_meta), \
+            lambda img: inference_detector(model, img)
 
     def summary(self, result, classes: Sequence[str], score_thr: float) -> str:
         keep = result.pred_instances.scores >= score_thr
@@ -113,3 +111,33 @@ class DetectionTask(Task):
 
     def draw_kwargs(self, score_thr: float) -> dict:
         return dict(pred_score_thr=score_thr)
+
+    def visualizer(self, dataset_meta: dict):
+        from mmdet.visualization import DetLocalVisualizer
+        visualizer = DetLocalVisualizer(name='image_demo')
+        visualizer.dataset_meta = dataset_meta
+        return visualizer
+
+    def rescale_predictions(self, predictions, from_size, to_size, model):
+        """Boxes scaled by the ratio of the sizes along each axis."""
+        boxes, scores, labels = (torch.as_tensor(p) for p in predictions)
+        (fh, fw), (th, tw) = from_size, to_size
+        if (fh, fw) != (th, tw):
+            boxes = boxes * boxes.new_tensor([tw / fw, th / fh] * 2)
+        return [boxes, scores, labels]
+
+    def deployed_sample(self, predictions, sample, model):
+        """``pred_instances`` with the boxes divided by the sample's ``scale_factor``, as mmdet's
+        ``_bbox_post_process`` rescales them; ground-truth boxes as plain tensors, as mmdet's
+        data preprocessor leaves them."""
+        from mmdet.models.utils import samplelist_boxtype2tensor
+        from mmengine.structures import InstanceData
+        sample = self.data_sample(sample) if isinstance(sample, dict) else sample
+        samplelist_boxtype2tensor([sample])
+        boxes, scores, labels = (torch.as_tensor(p) for p in predictions)
+        scale = sample.metainfo.get('scale_factor')
+        if scale is not None:
+            boxes = boxes * boxes.new_tensor([1 / s for s in scale] * 2)
+        sample.pred_instances = InstanceData(bboxes=boxes.float(), scores=scores.float(),
+                                             labels=labels.long())
+        return sample

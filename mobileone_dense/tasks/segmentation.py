@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..apis import drop_pretrained
@@ -72,14 +74,47 @@ class SegmentationTask(Task):
 
     def inferencer(self, cfg, checkpoint: str, device: str):
         from mmseg.apis import inference_model, init_model
-        from mmseg.visualization import SegLocalVisualizer
         drop_pretrained(cfg)
         model = init_model(cfg, checkpoint, device=device)
-        meta = model.dataset_meta
-        visualizer = SegLocalVisualizer(name='image_demo', alpha=0.5)
-        visualizer.set_dataset_meta(classes=meta['classes'], palette=meta.get('palette'))
-        return model, visualizer, lambda img: inference_model(model, img)
+        return model, self.visualizer(model.dataset_meta), \
+            lambda img: inference_model(model, img)
 
     def summary(self, result, classes: Sequence[str], score_thr: float) -> str:
         present = result.pred_sem_seg.data.unique().tolist()
         return 'classes ' + ', '.join(classes[i] for i in present if i < len(classes))
+
+    def visualizer(self, dataset_meta: dict):
+        """mmseg's visualizer; classes without a palette get the colours mmseg's datasets give
+        them (random, seed 42)."""
+        from mmseg.visualization import SegLocalVisualizer
+        classes, palette = dataset_meta['classes'], dataset_meta.get('palette')
+        if not palette or len(palette) != len(classes):
+            palette = np.random.RandomState(42).randint(0, 255, (len(classes), 3)).tolist()
+        visualizer = SegLocalVisualizer(name='image_demo', alpha=0.5)
+        visualizer.set_dataset_meta(classes=classes, palette=palette)
+        return visualizer
+
+    def rescale_predictions(self, predictions, from_size, to_size, model):
+        """Logits resized bilinearly (the model's ``align_corners``), then classified again."""
+        logits, seg_map = (torch.as_tensor(p) for p in predictions[:2])
+        if tuple(logits.shape[-2:]) == tuple(to_size):
+            return [logits, seg_map]
+        logits = F.interpolate(logits.float(), size=tuple(int(s) for s in to_size),
+                               mode='bilinear', align_corners=model.decode_head.align_corners)
+        if logits.shape[1] > 1:
+            return [logits, logits.argmax(dim=1)]
+        return [logits, (logits.sigmoid() > model.decode_head.threshold)[:, 0].long()]
+
+    def deployed_sample(self, predictions, sample, model):
+        """``seg_logits`` and ``pred_sem_seg`` at ``ori_shape``, as mmseg's
+        ``postprocess_result`` leaves them."""
+        from mmengine.structures import PixelData
+        sample = self.data_sample(sample) if isinstance(sample, dict) else sample
+        logits = torch.as_tensor(predictions[0])
+        size = sample.metainfo.get('ori_shape') or tuple(logits.shape[-2:])
+        logits, seg_map = self.rescale_predictions(predictions, logits.shape[-2:], size[:2],
+                                                   model)
+        logits = logits[0] if logits.shape[1] > 1 else logits[0].sigmoid()
+        sample.set_data(dict(seg_logits=PixelData(data=logits),
+                             pred_sem_seg=PixelData(data=seg_map[:1].long())))
+        return sample
