@@ -3,15 +3,22 @@ configs) or a coloured mask overlay (mmseg configs), as PNG files.
 
     python tools/image_demo.py IMG_OR_FOLDER CONFIG CHECKPOINT [--out-dir outputs]
                                [--score-thr 0.3] [--device cpu]
+    python tools/image_demo.py IMG_OR_FOLDER CONFIG MODEL.onnx|MODEL.tflite [--threads 2] ...
 
 Runs on CPU by default and never downloads anything (the checkpoint holds every weight).
 Writes OUT_DIR/<image name>.png for every image (a folder is read non-recursively).
+
+An exported model (tools/export.py's ``model.onnx`` or a ``.tflite``) runs in its own runtime
+on the CPU: each image is resized to the size the model was exported with and its predictions
+are mapped back to the image, then drawn by the same visualizer, with the class names (and
+colours) of the config's test dataset.
 """
 import sys
 from pathlib import Path
 
 from mobileone_dense.apis import load_config
 from mobileone_dense.tasks import task_of
+from mobileone_dense.tasks.deployed import DeployedModel, dataset_meta, is_exported
 from mobileone_dense.utils import cli
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')
@@ -21,12 +28,18 @@ def parse_args(argv=None):
     parser = cli.tool_parser(__doc__)
     parser.add_argument('inputs', help='an image file or a folder of images')
     parser.add_argument('config', help='the config the model was trained with')
-    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('checkpoint', help='checkpoint file, or an exported model.onnx / .tflite')
     parser.add_argument('--out-dir', default='outputs', help='where the PNGs go (%(default)s)')
     parser.add_argument('--score-thr', type=float, default=0.3,
                         help='boxes scoring below this are not drawn (%(default)s)')
     parser.add_argument('--device', default='cpu', help='cpu or cuda:N (%(default)s)')
-    return parser.parse_args(argv)
+    parser.add_argument('--threads', type=int, default=2,
+                        help="the exported model's runtime threads (%(default)s; .onnx and "
+                             ".tflite only)")
+    args = parser.parse_args(argv)
+    if args.threads < 1:
+        raise cli.UsageError(f'--threads must be at least 1, got {args.threads}.')
+    return args
 
 
 def list_images(inputs: str) -> list[Path]:
@@ -62,12 +75,22 @@ def main(argv=None):
     for path in images:
         read_image(path)  # fail on a bad file before building the model
     cfg = load_config(args.config)
-    cli.check_file(args.checkpoint, 'Checkpoint')
     task = task_of(cfg)
-    model, visualizer, infer = task.inferencer(cfg, args.checkpoint, args.device)
+    if is_exported(args.checkpoint):
+        if args.device != 'cpu':
+            raise cli.UsageError(f'--device {args.device} applies to .pth checkpoints: an '
+                                 f'exported model runs on the CPU in its own runtime; drop '
+                                 f'--device.')
+        infer = DeployedModel(cfg, args.checkpoint, args.threads)
+        meta = dataset_meta(cfg)
+        visualizer = task.visualizer(meta)
+    else:
+        cli.check_file(args.checkpoint, 'Checkpoint')
+        model, visualizer, infer = task.inferencer(cfg, args.checkpoint, args.device)
+        meta = model.dataset_meta
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    classes = model.dataset_meta['classes']
+    classes = meta['classes']
     for path in images:
         image = read_image(path)
         result = infer(image)

@@ -1,20 +1,36 @@
-"""Evaluate a trained detector (COCO box mAP) or segmentor (mIoU) on the config's test split.
+"""Evaluate a trained detector (COCO box mAP) or segmentor (mIoU) on the config's test split,
+from its checkpoint or from an exported model.
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--show-dir DIR] [--out FILE.pkl]
                          [--cfg-options KEY=VALUE ...]
+    python tools/test.py CONFIG MODEL.onnx|MODEL.tflite [--threads 2] [--work-dir DIR]
+                         [--show-dir DIR] [--out FILE.pkl] [--cfg-options KEY=VALUE ...]
 
 The metric is the config's ``test_evaluator`` (mmdet's ``CocoMetric`` for the SSDLite configs,
 printed as pycocotools' usual table). The metrics are also written, as JSON, to
 ``WORK_DIR/test_metrics.json``. ``--show-dir`` draws every prediction into that folder;
 ``--out`` pickles the raw predictions. Nothing is downloaded: the checkpoint holds all weights.
+
+An exported model (``model.onnx`` or a ``.tflite`` of tools/export.py) runs in its own runtime
+(ONNX Runtime, LiteRT) with ``--threads`` threads, in one process, over the images of the same
+test pipeline, at the size it was exported with; its predictions are mapped back to the original
+images and scored by the same evaluator, so the metrics of a format and of its checkpoint compare
+directly (the JSON also names the model and the runtime). The config gives the classes and, for
+a ``.tflite`` detector, which ends at per-anchor boxes and scores, the selection and NMS that
+follow (run in PyTorch, as the ONNX graph runs them inside). ``--out`` pickles the same
+predictions as for a checkpoint; ``--show-dir`` draws each image's ground truth and predictions
+into DIR/<image name>. ``--launcher`` does not apply: the runtime runs in this one process.
 """
 import json
+import os
 import os.path as osp
 import sys
+import time
 
 from mobileone_dense.apis import check_checkpoint_file, drop_pretrained
 from mobileone_dense.datasets import check_datasets, reading_annotations
 from mobileone_dense.tasks import task_of
+from mobileone_dense.tasks.deployed import DeployedModel, evaluate_deployed, is_exported
 from mobileone_dense.transforms import use_checked_image_loading
 from mobileone_dense.utils import cli
 
@@ -22,13 +38,19 @@ from mobileone_dense.utils import cli
 def parse_args(argv=None):
     parser = cli.tool_parser(__doc__)
     parser.add_argument('config', help='test config file')
-    parser.add_argument('checkpoint', help='checkpoint file (tools/train.py writes them)')
+    parser.add_argument('checkpoint', help='checkpoint file (tools/train.py writes them), or '
+                                           'an exported model.onnx / .tflite')
     parser.add_argument('--show-dir', help='draw the predictions into this folder')
     parser.add_argument('--out', help='pickle the raw predictions to this .pkl file')
+    parser.add_argument('--threads', type=int, default=2,
+                        help="the exported model's runtime threads (%(default)s; .onnx and "
+                             ".tflite only)")
     cli.add_runner_arguments(parser, 'test_dataloader.batch_size=1')
     args = parser.parse_args(argv)
     if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
         raise cli.UsageError(f'--out {args.out} must end in .pkl: the predictions are pickled.')
+    if args.threads < 1:
+        raise cli.UsageError(f'--threads must be at least 1, got {args.threads}.')
     return args
 
 
@@ -41,9 +63,47 @@ def show_predictions(cfg, show_dir: str) -> None:
     task_of(cfg).show_predictions(cfg, show_dir)
 
 
+def write_metrics(cfg, metrics: dict, **names) -> None:
+    """``WORK_DIR/test_metrics.json``: what was evaluated (``names``) and its metrics."""
+    path = osp.join(cfg.work_dir, 'test_metrics.json')
+    os.makedirs(cfg.work_dir, exist_ok=True)
+    with open(path, 'w') as f:
+        # mmseg's IoUMetric reports numpy floats, which json cannot write as they are.
+        json.dump(dict(**names, metrics=metrics), f, indent=2, default=float)
+    print(f'metrics written to {path}', flush=True)
+
+
+def test_exported(args, cfg) -> None:
+    """Evaluate an exported model (see the module doc) in this process."""
+    from mmengine.logging import MMLogger
+    if args.launcher != 'none':
+        raise cli.UsageError(f'--launcher {args.launcher} spreads a checkpoint over processes; '
+                             f'an exported model runs in one process: drop --launcher and set '
+                             f'--threads.')
+    model = DeployedModel(cfg, args.checkpoint, args.threads)  # a bad file: one sentence, now
+    check_datasets(cfg, ['test_dataloader'])  # and missing data, before the log is opened
+    timestamp = time.strftime('%Y%m%d_%H%M%S', time.localtime())
+    os.makedirs(osp.join(cfg.work_dir, timestamp), exist_ok=True)
+    logger = MMLogger.get_instance(f'test_exported_{timestamp}', log_level='INFO',
+                                   log_file=osp.join(cfg.work_dir, timestamp, f'{timestamp}.log'))
+    extra = [task_of(cfg).dump_metric(args.out)] if args.out is not None else []
+    metrics = evaluate_deployed(cfg, model, metrics=extra, show_dir=args.show_dir,
+                                logger=logger)
+    runtime = model.runtime_name
+    logger.info(f'{runtime} {args.checkpoint}: ' +
+                '  '.join(f'{k}: {v:.4f}' if isinstance(v, float) else f'{k}: {v}'
+                          for k, v in metrics.items()))
+    write_metrics(cfg, metrics, config=args.config, checkpoint=args.checkpoint,
+                  model=args.checkpoint, runtime=runtime)
+    if args.show_dir:
+        print(f'pictures drawn under {args.show_dir}', flush=True)
+
+
 def main(argv=None):
     args = parse_args(argv)
     cfg = cli.runner_config(args)
+    if is_exported(args.checkpoint):
+        return test_exported(args, cfg)
     check_checkpoint_file(args.checkpoint)
     cfg.load_from = args.checkpoint
     drop_pretrained(cfg)  # the checkpoint has every weight; no download
@@ -64,12 +124,7 @@ def main(argv=None):
     cli.close_distributed()
 
     if rank == 0:
-        path = osp.join(cfg.work_dir, 'test_metrics.json')
-        with open(path, 'w') as f:
-            # mmseg's IoUMetric reports numpy floats, which json cannot write as they are.
-            json.dump(dict(config=args.config, checkpoint=args.checkpoint, metrics=metrics), f,
-                      indent=2, default=float)
-        print(f'metrics written to {path}', flush=True)
+        write_metrics(cfg, metrics, config=args.config, checkpoint=args.checkpoint)
         if args.show_dir:
             print(f'pictures drawn under {args.show_dir}', flush=True)
 
