@@ -14,7 +14,9 @@ boxes and masks, and two zeros agree whatever the mapping. So the test split's g
 the PyTorch model's own predictions on the original images (mmdet's ``inference_detector`` /
 mmseg's ``inference_model``, which rescale as mmdet/mmseg do): the checkpoint then scores about
 1 (box mAP) or 100 (mIoU), and the exported model scores the same only if its predictions land
-on the same original pixels; boxes off by the 1.5 / 1.25 resize ratio would lose most of the mAP.
+on the same original pixels. Measured once by breaking the mapping on purpose: boxes left
+undivided by the pipeline's scale_factor score mAP 0.007 (axes swapped: 0.017) instead of 1.0;
+logits resized nearest instead of bilinear score mIoU 89.6 instead of 100.
 """
 from __future__ import annotations
 
