@@ -71,6 +71,11 @@ class OnnxRuntimeModel:
         self.input_name = inputs[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
         shape = inputs[0].shape
+        if len(shape) != 4 or not all(isinstance(d, int) for d in shape[2:]):
+            from ..errors import ExportError
+            raise ExportError(f'{path} takes an input of shape {shape}, not a fixed 1x3xHxW '
+                              f'image: export it with tools/export.py --format onnx, which fixes '
+                              f'the size (--input-size H W).')
         #: (H, W) of the image the model takes.
         self.input_size = (int(shape[2]), int(shape[3]))
 
