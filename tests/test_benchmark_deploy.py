@@ -12,7 +12,7 @@ from tools_helpers import DEMO_CONFIG, ROOT, call_tool, error_line, run_tool
 from torch import nn
 
 from mobileone_dense.benchmark import deploy
-from mobileone_dense.benchmark.deploy_accuracy import demo_checkpoint
+from mobileone_dense.benchmark.deploy_accuracy import demo_checkpoint, demo_input_size
 from mobileone_dense.errors import UsageError
 
 BENCHMARK = ROOT / 'tools/benchmark.py'
@@ -117,6 +117,15 @@ def test_missing_demo_checkpoint_is_one_sentence(tmp_path):
     (tmp_path / 'iter_5.pth').write_bytes(b'x')
     (tmp_path / 'last_checkpoint').write_text('/elsewhere/work_dirs/demo_detection/iter_5.pth')
     assert demo_checkpoint(tmp_path) == tmp_path / 'iter_5.pth'
+
+
+def test_demo_models_are_exported_at_the_size_their_checkpoints_are_tested_at():
+    """The segmentation demo trains on 128x128 crops (its default export size) and tests on the
+    256x256 scenes; the detection demo resizes to 256x256 for both."""
+    from mobileone_dense.apis import load_config
+    for config in ('configs/ssdlite/mobileone_mu0_demo.py',
+                   'configs/deeplabv3/mobileone_mu0_demo.py'):
+        assert demo_input_size(load_config(ROOT / config)) == [256, 256]
 
 
 def test_nothing_to_time_is_one_sentence(tmp_path, capsys):

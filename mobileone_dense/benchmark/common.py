@@ -43,3 +43,27 @@ def save_json(result: dict, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2))
     return path
+
+
+def measure_bn(module: nn.Module, images: torch.Tensor) -> None:
+    """Replace the running statistics of every BN in ``module`` by those of ``images`` (one
+    batch; at least 2 images, for the 1x1 maps of SSDLite's last levels), then switch it to
+    eval mode.
+
+    Random weights with a fresh BN's statistics (mean 0, variance 1) blow activations up by
+    orders of magnitude over a deep network (fused SSDLite-MobileOne-S0's reach 1e5); measured
+    statistics keep them at the scale of a trained network, which INT8 quantization needs (XNNPACK
+    refuses a layer whose requantization scale leaves its range).
+    """
+    from torch.nn.modules.batchnorm import _BatchNorm
+    bns = [m for m in module.modules() if isinstance(m, _BatchNorm)]
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # the plain average of the batch's statistics
+    module.train()
+    with torch.no_grad():
+        module(images)
+    for m, momentum in zip(bns, momenta):
+        m.momentum = momentum
+    module.eval()
