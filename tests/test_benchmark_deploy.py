@@ -62,6 +62,17 @@ def test_ratios_are_medians_of_per_round_ratios_worked_example():
     assert '| ssdlite MobileOne-S0 ' in table and 'target' not in table
 
 
+def test_settling_calls_last_the_given_time():
+    import time
+
+    from mobileone_dense.utils.timing import settle_by_time
+    fns = {'5 ms': lambda: time.sleep(0.005), 'instant': lambda: None}
+    counts = settle_by_time(fns, 50, minimum=3, cap=40)
+    assert 7 <= counts['5 ms'] <= 10  # 50 ms in calls of at least 5 ms
+    assert counts['instant'] == 40  # capped
+    assert settle_by_time(fns, 1, minimum=3)['5 ms'] == 3
+
+
 # ------------------------------------------------------------------------------ the cache
 def test_converted_files_are_reused_until_their_model_changes(tmp_path):
     written = []

@@ -32,6 +32,11 @@ score threshold 0, where NMS sees its full ``nms_pre`` candidates per level, as 
 Each group (backbones at 224, SSDLite at 320, DeepLabV3 at 512) is timed in one interleaved run
 (:func:`~mobileone_dense.utils.timing.time_side_by_side`), batch 1, ``--threads`` threads in
 every runtime; all ONNX Runtime sessions share one thread pool (see the ``export`` benchmark).
+Each timed call follows untimed calls of the same candidate that last at least
+``--settle-ms`` (:func:`~mobileone_dense.utils.timing.settle_by_time`): the shared pool's
+workers spin for about 40 ms after each run: with three settling calls, LiteRT FP32
+MobileNetV2 read 9.2 ms (4.6 ms alone) and its ONNX Runtime twin 7.0 ms; with 50 ms, 4.5 and
+4.5 ms.
 Ratios are medians of per-round ratios: the INT8 speedup (LiteRT FP32 / LiteRT INT8), LiteRT
 FP32 / ONNX Runtime FP32, and each model over the group's MobileNetV2 peer in the same runtime.
 Weights are random (seeded, so a rerun converts nothing: files are cached under ``--work-dir``,
@@ -65,7 +70,7 @@ from ..models import MobileOne
 from ..runtimes.onnxruntime import ort_session, ort_use_shared_pool
 from ..tasks import task_of
 from ..utils.capture import captured_output
-from ..utils.timing import time_side_by_side
+from ..utils.timing import settle_by_time, time_side_by_side
 from .common import SEG_OPTIONS, WORK_DIR, format_table, machine_info, measure_bn, num_params
 from .export import paired_median
 from .load import CPULoad, load_warning
@@ -110,8 +115,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='timed runs per segmentor candidate (they are slow)')
     parser.add_argument('--warmup', type=int, default=3)
     parser.add_argument('--settle', type=int, default=3,
-                        help='untimed calls of a candidate right before each timed one (at most '
-                             '1 for the DeepLabV3 group; see the export benchmark)')
+                        help='at least this many untimed calls of a candidate right before each '
+                             'timed one (at most 1 for the DeepLabV3 group; see the export '
+                             'benchmark)')
+    parser.add_argument('--settle-ms', type=float, default=50,
+                        help='and as many as last this long: ONNX Runtime\'s shared pool spins '
+                             'for ~40 ms after a run, which slows the LiteRT model timed next '
+                             '(%(default)s ms)')
     parser.add_argument('--threads', type=int, default=2,
                         help='threads of PyTorch, of ONNX Runtime (intra-op) and of LiteRT '
                              "(XNNPACK's pool)")
@@ -461,10 +471,14 @@ def time_group(args: argparse.Namespace, group: str, models: list[Model],
     rounds = args.seg_rounds if group == 'deeplabv3' else args.rounds
     print(f'{group} at {models[0].size}x{models[0].size}: {len(timed)} candidates, {rounds} '
           f'interleaved rounds, batch 1, {args.threads} threads', flush=True)
+    settle = settle_by_time(timed, args.settle_ms,
+                            min(args.settle, 1) if long_calls else args.settle)
     with CPULoad() as load:
         result = time_side_by_side(
             timed, rounds=rounds, warmup=min(args.warmup, 1) if long_calls else args.warmup,
-            settle=min(args.settle, 1) if long_calls else args.settle)
+            settle=settle)
+    for name, count in settle.items():
+        result[name]['settle'] = count
     return model_rows(group, models, result, args.stat), result, checks, load.others
 
 

@@ -15,6 +15,7 @@ brings the interleaved figures back to the steady state a deployed model sees.
 from __future__ import annotations
 
 import contextlib
+import math
 import statistics
 import time
 from typing import Callable, Mapping
@@ -60,6 +61,29 @@ def time_side_by_side(fns: Mapping[str, Callable[[], object]], rounds: int = 50,
     if progress:
         print(' ' * 30, end='\r')
     return {n: _summary(t) for n, t in times.items()}
+
+
+def settle_by_time(fns: Mapping[str, Callable[[], object]], ms: float, minimum: int = 1,
+                   cap: int = 200) -> dict[str, int]:
+    """Settling calls per candidate (``settle`` of :func:`time_side_by_side`) that last at
+    least ``ms`` milliseconds, and at least ``minimum`` calls (at most ``cap``).
+
+    A count of calls is not enough when a thread pool keeps spinning for a fixed time: ONNX
+    Runtime's shared pool spins for about 40 ms after each run, and a LiteRT (XNNPACK) model
+    of 4.5 ms timed after three settling calls read 9.2 ms. Each candidate's latency is read
+    here from two calls (the faster counts) after one untimed call.
+    """
+    counts = {}
+    with torch.inference_mode():
+        for name, fn in fns.items():
+            fn()
+            once = []
+            for _ in range(2):
+                start = time.perf_counter()
+                fn()
+                once.append((time.perf_counter() - start) * 1e3)
+            counts[name] = max(minimum, min(cap, math.ceil(ms / max(min(once), 1e-3))))
+    return counts
 
 
 def _summary(times_ms: list[float]) -> dict:
