@@ -124,7 +124,7 @@ def test_the_tool_has_exactly_the_listed_subcommands(capsys):
     with pytest.raises(SystemExit) as exit_:
         tool.main(['--help'])
     assert exit_.value.code == 0
-    assert '{backbone,detector,segmentor,export,train,deploy}' in capsys.readouterr().out
+    assert '{backbone,detector,segmentor,export,train,deploy,coreml}' in capsys.readouterr().out
 
 
 def test_export_plots_under_work_dirs_by_default():

@@ -15,7 +15,7 @@ from mobileone_dense.utils import cli
 
 #: The subcommands: each names a module of mobileone_dense.benchmark with add_arguments(parser)
 #: and run(args) -> dict.
-SUBCOMMANDS = ('backbone', 'detector', 'segmentor', 'export', 'train', 'deploy')
+SUBCOMMANDS = ('backbone', 'detector', 'segmentor', 'export', 'train', 'deploy', 'coreml')
 
 
 def main(argv=None) -> None:
