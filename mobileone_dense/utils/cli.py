@@ -4,6 +4,7 @@ sentence and exit status 1, and the CPU side of distributed training.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import os.path as osp
 import sys
@@ -48,7 +49,14 @@ def user_message(error: BaseException) -> str:
 def run_tool(main: Callable[[Optional[Sequence[str]]], object],
              argv: Optional[Sequence[str]] = None) -> int:
     """Run a tool's ``main`` after :func:`check_environment`; a :data:`USER_ERRORS` error becomes
-    ``error: <sentence>`` on stderr and exit status 1."""
+    ``error: <sentence>`` on stderr and exit status 1.
+
+    mmengine's loggers made during the call are closed and forgotten when it returns: mmengine
+    names a run's logger by the second it started, so a second tool run in the same process
+    (a test, a notebook) within that second would get the first run's logger back, still
+    writing to the first run's (possibly closed) streams.
+    """
+    before = _logger_names()
     try:
         check_environment()
         status = main(argv)
@@ -57,7 +65,29 @@ def run_tool(main: Callable[[Optional[Sequence[str]]], object],
             raise
         print(f'error: {user_message(e)}', file=sys.stderr, flush=True)
         return 1
+    finally:
+        _forget_loggers(before)
     return status if isinstance(status, int) else 0
+
+
+def _logger_names() -> set:
+    if 'mmengine.logging' not in sys.modules:
+        return set()
+    from mmengine.logging import MMLogger
+    return set(MMLogger._instance_dict)
+
+
+def _forget_loggers(before: set) -> None:
+    if 'mmengine.logging' not in sys.modules:
+        return
+    from mmengine.logging import MMLogger
+    for name in set(MMLogger._instance_dict) - before:
+        logger = MMLogger._instance_dict.pop(name)
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+            if not isinstance(handler, logging.StreamHandler) or \
+                    isinstance(handler, logging.FileHandler):
+                handler.close()  # files; a console stream is not ours to close
 
 
 def check_file(path: str, what: str) -> None:
