@@ -1,7 +1,7 @@
 """Latency and throughput benchmarks, measured side by side in one run (interleaved rounds).
 
     python tools/benchmark.py backbone [--variants s0 s1] [--sizes 224 320] [--rounds 50]
-    python tools/benchmark.py {detector,segmentor,export,train,deploy,coreml} ...  (see --help of each)
+    python tools/benchmark.py {detector,segmentor,export,train,deploy,coreml} ...  (--help)
 
 Prints a markdown table and writes it, with the raw figures, as JSON (``--out``).
 """

@@ -1,5 +1,6 @@
 # DeepLabV3-MobileOne-mu0 on the synthetic scenes of tools/make_demo_data.py (`make demo`),
-# trained from scratch (nothing is downloaded) in 8-12 minutes on 2 CPU cores (by the hour), two processes.
+# trained from scratch (nothing is downloaded) in 8-12 minutes on 2 CPU cores (by the hour),
+# two processes.
 # The model is the paper's DeepLabV3 (backbone at output stride 8, ASPP on stage4, auxiliary FCN
 # on stage3) on the smallest variant, mu0: per minute of CPU it learns faster than S0, whose
 # four train-time branches and dilated 1/8-resolution stage3 cost 4x more per iteration.

@@ -1,5 +1,6 @@
 # SSDLite-MobileOne-mu0 on the synthetic scenes of tools/make_demo_data.py (`make demo`),
-# trained from scratch (nothing is downloaded) in 8-11 minutes on 2 CPU cores (by the hour), two processes.
+# trained from scratch (nothing is downloaded) in 8-11 minutes on 2 CPU cores (by the hour),
+# two processes.
 # The model is the paper's SSDLite (stride-16/32 backbone outputs, four more neck levels,
 # depthwise-separable head) on the smallest variant, mu0, which learns faster per minute of CPU
 # than S0 or mu1. What else differs, all to fit the budget: 256x256 inputs, anchors sized to the
