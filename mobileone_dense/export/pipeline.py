@@ -27,6 +27,7 @@ Nothing is written unless every check passes.
 """
 from __future__ import annotations
 
+import math
 import re
 import shutil
 import tempfile
@@ -86,7 +87,7 @@ class Context:
 
     def network_outputs(self, image: Tensor) -> list[Tensor]:
         with torch.no_grad():
-            return [o for o in self.network(image)]
+            return list(self.network(image))
 
 
 def write_onnx(ctx: Context) -> dict:
@@ -162,7 +163,7 @@ def write_tflite_int8(ctx: Context) -> dict:
     outputs = LiteRTModel(path, threads=2)(ctx.image.numpy())
     expected = ctx.network_outputs(ctx.image)
     corr = correlation(_float_outputs(outputs), _float_outputs(expected))
-    if not corr == corr:  # NaN: non-finite outputs
+    if math.isnan(corr):  # non-finite outputs
         raise ExportError('The INT8 model gives non-finite outputs, so nothing was written: '
                           'calibrate on images like the deployed inputs (--calib-data DIR).')
     post = ctx.task.postprocessor(ctx.model, ctx.input_size)
