@@ -7,6 +7,8 @@ import os
 import torch
 from torch import nn
 
+from ..utils.conv_hooks import run_with_conv_hook
+
 
 class _Call(nn.Module):
     """``forward(x)`` for ptflops' input_constructor (it passes keyword arguments)."""
@@ -64,12 +66,5 @@ def count_image_macs(model: nn.Module, image: torch.Tensor) -> int:
                                  conv.padding[axis], conv.dilation[axis])
         total += output.shape[0] * taps * conv.out_channels * (conv.in_channels // conv.groups)
 
-    handles = [m.register_forward_hook(hook) for m in model.modules()
-               if isinstance(m, nn.Conv2d)]
-    try:
-        with torch.no_grad():
-            model(image)
-    finally:
-        for h in handles:
-            h.remove()
+    run_with_conv_hook(model, image, hook)
     return total

@@ -41,6 +41,7 @@ from torch import Tensor, nn
 
 from ..errors import ExportError
 from ..utils.capture import captured_output
+from ..utils.conv_hooks import run_with_conv_hook
 from .graph import Normalize
 
 #: The precisions :func:`write_coreml` writes: weights and compute in FP16 (Core ML's default,
@@ -153,14 +154,7 @@ def count_convs(network: nn.Module, image: Optional[Tensor] = None) -> int:
     def hook(*_):
         calls[0] += 1
 
-    handles = [m.register_forward_hook(hook) for m in network.modules()
-               if isinstance(m, nn.Conv2d)]
-    try:
-        with torch.no_grad():
-            network(image)
-    finally:
-        for h in handles:
-            h.remove()
+    run_with_conv_hook(network, image, hook)
     return calls[0]
 
 
