@@ -6,7 +6,7 @@ Nothing is trained. Each demo checkpoint (``work_dirs/demo_detection``, SSDLite-
 names) is exported once (:func:`mobileone_dense.export.pipeline.export`: ``fused.pth``, ONNX,
 TFLite FP32 and TFLite INT8 calibrated on the config's training images), at the size its
 test pipeline resizes the demo's scenes to (where ``tools/test.py`` runs the checkpoint; the
-segmentor's default export size is its training crop, half that), and each file is
+export's default), and each file is
 evaluated with the config's own evaluator: box mAP and mIoU per format. The fused ``.pth`` runs
 through ``tools/test.py`` (mmengine's test loop), the exported files through
 :func:`mobileone_dense.tasks.deployed.evaluate_deployed` in their runtimes. The exports are
@@ -60,16 +60,9 @@ def check_demo_checkpoints() -> dict[str, Path]:
 
 
 def demo_input_size(cfg) -> list[int]:
-    """(H, W) of the test pipeline's ``Resize``: the size at which ``tools/test.py`` runs the
-    checkpoint on the demo's square scenes, and so the size to export at for the formats'
-    figures to compare with the checkpoint's (the segmentor's default export size is its
-    training crop, half the scene's side)."""
-    pipeline = cfg.get('test_pipeline') or cfg.test_dataloader.dataset.get('pipeline', [])
-    for step in pipeline:
-        if step.get('type') == 'Resize' and step.get('scale'):
-            scale = step['scale']
-            scale = (scale, scale) if isinstance(scale, int) else scale
-            return [int(scale[1]), int(scale[0])]  # mmcv scales are (w, h)
+    """(H, W) to export the demo models at: the export's default, the size at which the test
+    pipeline feeds the demo's square scenes to the checkpoint (``tools/test.py``), so that the
+    formats' figures compare with the checkpoint's."""
     return list(task_of(cfg).default_input_size(cfg))
 
 
