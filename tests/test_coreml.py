@@ -1,9 +1,10 @@
-"""Core ML export (mobileone_dense.export.coreml): the demo SSDLite-mu0 and DeepLabV3-mu0
-(random weights, fused) convert to ML programs whose check passes (one conv per convolution
-the fused network runs, no batch_norm), the train-time network's program fails it, FP16 and
-FP32 show in the spec, and the image input (RGB, mean in the bias, 1/std in the graph) computes
-exactly what the data preprocessor computes. Core ML cannot predict on Linux, so the
-preprocessing is checked against the preprocessor in PyTorch and in the program's constants."""
+"""Core ML export (mobileone_dense.export: coreml, coreml_input, coreml_check): the demo
+SSDLite-mu0 and DeepLabV3-mu0 (random weights, fused) convert to ML programs whose check passes
+(one conv per convolution the fused network runs, no batch_norm), the train-time network's
+program fails it, FP16 and FP32 show in the spec, and the image input (RGB, mean in the bias,
+1/std in the graph) computes exactly what the data preprocessor computes. Core ML cannot predict
+on Linux, so the preprocessing is checked against the preprocessor in PyTorch and in the
+program's constants."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,7 +17,7 @@ from torch import nn
 import mobileone_dense  # noqa: F401  (registers MobileOne, applies the compat fixes)
 from mobileone_dense.apis import build_model, load_config
 from mobileone_dense.errors import ExportError
-from mobileone_dense.export import coreml
+from mobileone_dense.export import coreml, coreml_check, coreml_input
 from mobileone_dense.export.fusion import fuse
 from mobileone_dense.export.graph import Normalize
 from mobileone_dense.export.numerics import make_image
@@ -56,7 +57,7 @@ def det_fp16(det, tmp_path_factory) -> dict:
     path = coreml.write_coreml(det.network, det.image,
                                tmp_path_factory.mktemp('det') / 'model.mlpackage',
                                output_names=det.task.network_output_names, log=lambda _: None)
-    return coreml.inspect_coreml(path, coreml.count_convs(det.network, det.image))
+    return coreml_check.inspect_coreml(path, coreml_check.count_convs(det.network, det.image))
 
 
 def _conv2d_modules(module: nn.Module) -> int:
@@ -68,7 +69,7 @@ def _conv2d_modules(module: nn.Module) -> int:
 def test_folding_matches_the_data_preprocessor(name, request):
     case = request.getfixturevalue(name)
     pre = case.cfg.model.data_preprocessor
-    folding = coreml.fold_normalize(case.network.core.normalize)
+    folding = coreml_input.fold_normalize(case.network.core.normalize)
     # bgr_to_rgb=True: the network wants RGB, so the image input is RGB and the graph has no
     # swap; std differs per channel (58.395/57.12/57.375), so 1/std stays in the graph.
     assert pre['bgr_to_rgb'] and folding.color_layout == 'RGB'
@@ -80,11 +81,11 @@ def test_folding_matches_the_data_preprocessor(name, request):
     torch.testing.assert_close(folding.apply(bgr), expected, rtol=1e-6, atol=1e-5)
     # and what the converted graph gets from Core ML's image input (RGB, scale, bias) gives
     # the network's own outputs on the BGR image
-    graph, _ = coreml.image_network(case.network)
+    graph, _ = coreml_input.image_network(case.network)
     rgb = bgr.flip(1)
-    coreml_input = folding.scale * rgb + torch.tensor(folding.bias).view(1, 3, 1, 1)
+    image_input = folding.scale * rgb + torch.tensor(folding.bias).view(1, 3, 1, 1)
     with torch.no_grad():
-        for a, b in zip(graph(coreml_input), case.network(bgr)):
+        for a, b in zip(graph(image_input), case.network(bgr)):
             torch.testing.assert_close(a.float(), b.float(), rtol=1e-4, atol=1e-4)
     assert isinstance(case.network.core.normalize, Normalize)  # the original is untouched
 
@@ -94,12 +95,12 @@ def test_folding_with_one_std_goes_into_the_input():
                           mean=torch.tensor([10., 20., 30.]).view(3, 1, 1),
                           std=torch.full((3, 1, 1), 255.))
     normalize = Normalize(pre)
-    folding = coreml.fold_normalize(normalize)
+    folding = coreml_input.fold_normalize(normalize)
     assert folding.color_layout == 'BGR' and folding.factor is None
     assert folding.scale == pytest.approx(1 / 255)
     bgr = make_image((8, 8))
     torch.testing.assert_close(folding.apply(bgr), normalize(bgr), rtol=1e-6, atol=1e-6)
-    assert coreml.ChannelScale(folding.factor)(bgr) is bgr
+    assert coreml_input.ChannelScale(folding.factor)(bgr) is bgr
 
 
 # ------------------------------------------------------------------------------ the program
@@ -108,8 +109,8 @@ def test_fused_detector_program_passes_the_check(det, det_fp16):
     assert r['ok'], r['problems']
     # every Conv2d of the fused SSDLite network runs once: one conv op each, no branch left
     assert r['convs'] == r['expected_convs'] == _conv2d_modules(det.network)
-    assert coreml.count_convs(det.network) == r['expected_convs']  # image from input_size
-    assert r['text'] == coreml.describe(r)
+    assert coreml_check.count_convs(det.network) == r['expected_convs']  # image from input_size
+    assert r['text'] == coreml_check.describe(r)
     assert r['batch_norms'] == 0 and 'batch_norm' not in r['op_counts']
     assert r['input'] == dict(name='image', type='image', color_layout='RGB',
                               shape=[1, 3, *SIZE])
@@ -122,7 +123,7 @@ def test_fused_detector_program_passes_the_check(det, det_fp16):
     assert [(o['name'], o['shape']) for o in r['outputs']] == [
         ('boxes', [1, num_anchors, 4]), ('scores', [1, num_anchors, 5])]
     assert r['precision'] == 'fp16' and r['opset'] == 'CoreML5'
-    assert 'macOS' in r['predictions'] and 'OK' in coreml.describe(r)
+    assert 'macOS' in r['predictions'] and 'OK' in coreml_check.describe(r)
 
 
 def test_fused_segmentor_program_in_fp32(seg, tmp_path):
@@ -132,10 +133,10 @@ def test_fused_segmentor_program_in_fp32(seg, tmp_path):
                              log=lines.append)
     assert any('converting' in line for line in lines)
     assert 'program check' in lines[-1] and 'OK' in lines[-1] and 'macOS' in lines[-1]
-    expected = coreml.count_convs(seg.network, seg.image)
+    expected = coreml_check.count_convs(seg.network, seg.image)
     # the auxiliary head's convs are never run at inference, so they do not count
     assert expected < _conv2d_modules(seg.network)
-    assert coreml.count_convs(seg.network) == expected  # a 128x128 image by default
+    assert coreml_check.count_convs(seg.network) == expected  # a 128x128 image by default
     assert r['ok'], r['problems']
     assert r['convs'] == expected and r['batch_norms'] == 0
     assert r['precision'] == 'fp32' and r['input_ops'] == ['add', 'mul']  # no fp16 cast
@@ -149,11 +150,11 @@ def test_train_time_program_fails_the_check(seg, tmp_path, monkeypatch):
     unfused = seg.task.network(seg.model, SIZE)
     path = coreml.write_coreml(unfused, seg.image, tmp_path / 'model.mlpackage',
                                output_names=seg.task.network_output_names, log=lambda _: None)
-    r = coreml.inspect_coreml(path, coreml.count_convs(seg.network, seg.image))
+    r = coreml_check.inspect_coreml(path, coreml_check.count_convs(seg.network, seg.image))
     assert not r['ok']
     assert r['convs'] > r['expected_convs'] and r['batch_norms'] > 0
     assert len(r['problems']) == 2 and 'branches survived' in r['problems'][0]
-    assert 'FAILED' in coreml.describe(r)
+    assert 'FAILED' in coreml_check.describe(r)
     # export_coreml refuses such a program and leaves nothing behind (the same package,
     # checked against the fused network, without converting again)
     monkeypatch.setattr(coreml, 'write_coreml', lambda *args, **kwargs: path)
@@ -183,4 +184,4 @@ def test_errors_are_one_sentence(tmp_path):
         '\n' not in message and 'nothing was written' in message
     assert not (tmp_path / 'm.mlpackage').exists()
     with pytest.raises(ExportError, match='does not exist'):
-        coreml.inspect_coreml(tmp_path / 'm.mlpackage', 1)
+        coreml_check.inspect_coreml(tmp_path / 'm.mlpackage', 1)

@@ -7,11 +7,11 @@ model is built with random weights (conversion and op counts do not depend on th
 downloaded), fused, and its network (:meth:`~mobileone_dense.tasks.base.Task.network`, what
 ``tools/export.py --format coreml`` converts) written as ``.mlpackage`` at the config's input
 size by :func:`~mobileone_dense.export.coreml.write_coreml`. Then
-:func:`~mobileone_dense.export.coreml.inspect_coreml` reads the program back: the ``conv`` ops
-must equal the convolutions the fused PyTorch network runs and no ``batch_norm`` may remain,
-i.e. no train-time branch survived. The table gives those counts, all non-``const`` ops, the
-package's size on disk and the conversion time (``torch.export`` plus coremltools, on this
-machine under its current load).
+:func:`~mobileone_dense.export.coreml_check.inspect_coreml` reads the program back: the
+``conv`` ops must equal the convolutions the fused PyTorch network runs and no ``batch_norm``
+may remain, i.e. no train-time branch survived. The table gives those counts, all
+non-``const`` ops, the package's size on disk and the conversion time (``torch.export`` plus
+coremltools, on this machine under its current load).
 
 Core ML predicts only on macOS and iOS, so the programs are not run here; the packages stay in
 ``--work-dir`` to be taken to a Mac.
@@ -26,7 +26,7 @@ import torch
 
 from .. import apis
 from ..errors import UserError
-from ..export import coreml
+from ..export import coreml, coreml_check
 from ..export.fusion import fuse, has_mobileone
 from ..export.numerics import make_image
 from ..tasks import task_of
@@ -64,13 +64,13 @@ def check_config(config: str, cfg, precision: str, input_size, work_dir: Path) -
         model = fuse(build)
     network = task.network(model, size)
     image = make_image(size)
-    expected = coreml.count_convs(network, image)
+    expected = coreml_check.count_convs(network, image)
     start = time.perf_counter()
     path = coreml.write_coreml(network, image, work_dir / f'{_name(config)}.mlpackage',
                                precision=precision, output_names=task.network_output_names,
                                log=lambda line: print(f'  {line}', flush=True))
     seconds = time.perf_counter() - start
-    report = coreml.inspect_coreml(path, expected)
+    report = coreml_check.inspect_coreml(path, expected)
     return dict(config=config, input=f'{size[0]}x{size[1]}', fused=has_mobileone(build),
                 expected_convs=expected, convs=report['convs'],
                 batch_norms=report['batch_norms'], ops_total=report['ops_total'],
@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> dict:
         rows.append(row)
     text = table(rows, args.precision)
     notes = [f'{r["config"]}: {"; ".join(r["problems"])}' for r in rows if not r['ok']]
-    notes.append(f'{coreml.PREDICTIONS_NOTE} (the packages are in {work_dir}).')
+    notes.append(f'{coreml_check.PREDICTIONS_NOTE} (the packages are in {work_dir}).')
     print(text, *notes, sep='\n')
     return dict(benchmark='coreml', machine=machine_info(), precision=args.precision,
                 deployment_target=coreml.DEPLOYMENT_TARGET, rows=rows, notes=notes,
