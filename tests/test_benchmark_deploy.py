@@ -11,7 +11,7 @@ import torch
 from tools_helpers import DEMO_CONFIG, ROOT, call_tool, error_line, run_tool
 from torch import nn
 
-from mobileone_dense.benchmark import deploy
+from mobileone_dense.benchmark import deploy_convert, deploy_models, deploy_report
 from mobileone_dense.benchmark.deploy_accuracy import demo_checkpoint, demo_input_size
 from mobileone_dense.errors import UsageError
 
@@ -27,25 +27,26 @@ def test_ratios_are_medians_of_per_round_ratios_worked_example():
     """Three rounds of an SSDLite pair, by hand. Every ratio pairs the two runtimes (or models)
     within a round, then takes the median; the ratio of the medians would differ each time."""
     post = lambda outputs: outputs  # noqa: E731  (a detector: end-to-end rows too)
-    s0 = deploy.Model('ssdlite', 'MobileOne-S0', 32, nn.Identity(), 3_000_000, post)
-    peer = deploy.Model('ssdlite', deploy.PEER, 32, nn.Identity(), 4_000_000, post, peer=True)
+    s0 = deploy_models.Model('ssdlite', 'MobileOne-S0', 32, nn.Identity(), 3_000_000, post)
+    peer = deploy_models.Model('ssdlite', deploy_models.PEER, 32, nn.Identity(), 4_000_000, post,
+                               peer=True)
     rounds = {
         # S0 network: LiteRT FP32 / INT8 = 10/5, 12/4, 30/10 = 2, 3, 3 -> 3 (medians: 12/5 = 2.4)
         'MobileOne-S0 litert': [10, 12, 30], 'MobileOne-S0 litert_int8': [5, 4, 10],
         # LiteRT FP32 / ORT = 10/20, 12/6, 30/15 = 0.5, 2, 2 -> 2 (medians: 12/15 = 0.8)
         'MobileOne-S0 onnx': [20, 6, 15],
         # INT8 over the peer's INT8 = 5/4, 4/16, 10/5 = 1.25, 0.25, 2 -> 1.25 (medians: 1.0)
-        f'{deploy.PEER} litert_int8': [4, 16, 5],
+        f'{deploy_models.PEER} litert_int8': [4, 16, 5],
         # end to end: FP32 / INT8 = 40/20, 41/41, 60/20 = 2, 1, 3 -> 2 (medians: 41/20 = 2.05)
         'MobileOne-S0 litert e2e': [40, 41, 60], 'MobileOne-S0 litert_int8 e2e': [20, 41, 20],
         # INT8 e2e over the peer's = 20/40, 41/20.5, 20/80 = 0.5, 2, 0.25 -> 0.5
-        f'{deploy.PEER} litert_int8 e2e': [40, 20.5, 80],
+        f'{deploy_models.PEER} litert_int8 e2e': [40, 20.5, 80],
     }
     result = {f'{m.name} {r}{part}': _timing(rounds.get(f'{m.name} {r}{part}', [1, 1, 1]))
-              for m in (s0, peer) for r in deploy.RUNTIMES for part in ('', ' e2e')}
-    rows = {(r['model'], r['part']): r for r in deploy.model_rows('ssdlite', [s0, peer],
-                                                                  result, 'median')}
-    assert set(rows) == {(m, p) for m in ('MobileOne-S0', deploy.PEER)
+              for m in (s0, peer) for r in deploy_models.RUNTIMES for part in ('', ' e2e')}
+    rows = {(r['model'], r['part']): r
+            for r in deploy_report.model_rows('ssdlite', [s0, peer], result, 'median')}
+    assert set(rows) == {(m, p) for m in ('MobileOne-S0', deploy_models.PEER)
                          for p in ('network', 'end to end')}
     net, e2e = rows['MobileOne-S0', 'network'], rows['MobileOne-S0', 'end to end']
     assert net['ms']['litert'] == 12 and net['ms']['litert_int8'] == 5
@@ -55,10 +56,10 @@ def test_ratios_are_medians_of_per_round_ratios_worked_example():
     assert net['over_peer']['pytorch'] == pytest.approx(1)
     assert e2e['int8_speedup'] == pytest.approx(2)
     assert e2e['over_peer']['litert_int8'] == pytest.approx(0.5)
-    assert 'over_peer' not in rows[deploy.PEER, 'network']
-    line, = deploy.headlines(list(rows.values()))
+    assert 'over_peer' not in rows[deploy_models.PEER, 'network']
+    line, = deploy_report.headlines(list(rows.values()))
     assert 'network 1.25x, end to end 0.50x' in line
-    table = deploy.table(list(rows.values()), 'median')
+    table = deploy_report.table(list(rows.values()), 'median')
     assert '| ssdlite MobileOne-S0 ' in table and 'target' not in table
 
 
@@ -84,39 +85,39 @@ def test_converted_files_are_reused_until_their_model_changes(tmp_path):
         return write
     writers = {r: writer(r) for r in ('onnx', 'litert', 'litert_int8')}
     stamps = dict(onnx='a', litert='a', litert_int8='a calib 8')
-    paths, info = deploy.cached_files('m', stamps, writers, tmp_path)
+    paths, info = deploy_convert.cached_files('m', stamps, writers, tmp_path)
     assert written == ['onnx', 'litert', 'litert_int8'] and not info['onnx']['reused']
     assert paths['litert_int8'] == tmp_path / 'm_int8.tflite'
     written.clear()
-    _, info = deploy.cached_files('m', stamps, writers, tmp_path)
+    _, info = deploy_convert.cached_files('m', stamps, writers, tmp_path)
     assert written == [] and all(i['reused'] for i in info.values())
     # another calibration: only INT8 again; a lost file: that one again
-    deploy.cached_files('m', dict(stamps, litert_int8='a calib 4'), writers, tmp_path)
+    deploy_convert.cached_files('m', dict(stamps, litert_int8='a calib 4'), writers, tmp_path)
     assert written == ['litert_int8']
     (tmp_path / 'm.onnx').unlink()
-    deploy.cached_files('m', dict(stamps, litert_int8='a calib 4'), writers, tmp_path)
+    deploy_convert.cached_files('m', dict(stamps, litert_int8='a calib 4'), writers, tmp_path)
     assert written == ['litert_int8', 'onnx']
     written.clear()
-    deploy.cached_files('m', stamps, writers, tmp_path, reconvert=True)
+    deploy_convert.cached_files('m', stamps, writers, tmp_path, reconvert=True)
     assert written == ['onnx', 'litert', 'litert_int8']
 
 
 def test_fingerprint_follows_the_weights_and_the_size():
     net = nn.Conv2d(3, 4, 3)
-    before = deploy.fingerprint(net, 64)
-    assert deploy.fingerprint(net, 64) == before != deploy.fingerprint(net, 96)
+    before = deploy_convert.fingerprint(net, 64)
+    assert deploy_convert.fingerprint(net, 64) == before != deploy_convert.fingerprint(net, 96)
     with torch.no_grad():
         net.weight[0, 0, 0, 0] += 1
-    assert deploy.fingerprint(net, 64) != before
+    assert deploy_convert.fingerprint(net, 64) != before
 
 
 # ------------------------------------------------------------------------------ the models
 def test_backbone_network_normalizes_the_bgr_image_as_the_configs_do():
     backbone = nn.Conv2d(3, 2, 1)
     image = torch.rand(1, 3, 8, 8) * 255
-    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in deploy.IMAGENET)
+    mean, std = (torch.tensor(v).view(1, 3, 1, 1) for v in deploy_models.IMAGENET)
     with torch.no_grad():
-        out, = deploy.BackboneNetwork(backbone)(image)
+        out, = deploy_models.BackboneNetwork(backbone)(image)
         expected = backbone((image.flip(1) - mean) / std)
     torch.testing.assert_close(out, expected)
 

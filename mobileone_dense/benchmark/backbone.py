@@ -10,7 +10,7 @@ from .. import apis
 from ..export.fusion import fuse
 from ..models import MobileOne
 from ..utils.timing import time_side_by_side
-from .common import format_table, machine_info
+from .common import add_timing_arguments, format_table, machine_info
 
 PEER = apis.PEER_NAME
 
@@ -19,8 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--variants', nargs='+', default=list(apis.VARIANTS),
                         choices=apis.VARIANTS)
     parser.add_argument('--sizes', nargs='+', type=int, default=[224, 320])
-    parser.add_argument('--rounds', type=int, default=50, help='timed runs per model')
-    parser.add_argument('--warmup', type=int, default=5)
+    add_timing_arguments(parser, rounds=50, warmup=5)
 
 
 def build_models(variants) -> dict[str, torch.nn.Module]:

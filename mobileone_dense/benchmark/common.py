@@ -1,12 +1,13 @@
-"""What the benchmarks share: where their files go, the segmentors' classes, tables, JSON and
-machine facts."""
+"""What the benchmarks share: where their files go, their timing options, the segmentors'
+classes, tables, JSON and machine facts."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
@@ -18,6 +19,37 @@ WORK_DIR = Path('work_dirs/benchmark')
 SEG_CLASSES = 21
 SEG_OPTIONS = {'model.decode_head.num_classes': SEG_CLASSES,
                'model.auxiliary_head.num_classes': SEG_CLASSES}
+#: The timing options of the benchmarks, by name (``seg_rounds``: ``--seg-rounds``): what
+#: argparse needs besides the default, and the help text where several benchmarks share it.
+TIMING_OPTIONS = {
+    'rounds': dict(type=int, help='timed runs per model'),
+    'seg_rounds': dict(type=int),
+    'warmup': dict(type=int),
+    'settle': dict(type=int),
+    'settle_ms': dict(type=float),
+    'threads': dict(type=int, help="torch threads (default: torch's choice)"),
+    'ort_pool': dict(choices=['shared', 'per-session']),
+    'stat': dict(choices=['median', 'min']),
+    'work_dir': dict(),
+    'plot': dict(help="where the picture goes (default: %(default)s; '' for none)"),
+}
+
+
+def add_timing_arguments(parser: argparse.ArgumentParser,
+                         helps: Optional[dict[str, str]] = None, **defaults) -> None:
+    """Add to ``parser`` the timing options named in ``defaults``, in the order given:
+    ``rounds=30`` adds ``--rounds`` (an int) with default 30. ``helps`` gives, by the same
+    names, the help texts of the options whose text is the benchmark's own (see
+    :data:`TIMING_OPTIONS`)."""
+    helps = helps or {}
+    unknown = (set(defaults) - set(TIMING_OPTIONS)) | (set(helps) - set(defaults))
+    if unknown:
+        raise TypeError(f'not a timing option given a default: {", ".join(sorted(unknown))}')
+    for name, default in defaults.items():
+        spec = dict(TIMING_OPTIONS[name], default=default)
+        if name in helps:
+            spec['help'] = helps[name]
+        parser.add_argument('--' + name.replace('_', '-'), **spec)
 
 
 def machine_info() -> dict:

@@ -50,45 +50,26 @@ every format: box mAP and mIoU of the fused PyTorch model, ONNX, TFLite FP32 and
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
-import statistics
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional
 
 import torch
-from torch import Tensor, nn
 
 from .. import apis
 from ..errors import UsageError
-from ..export.fusion import fuse
-from ..export.graph import Normalize
-from ..export.numerics import RTOL_CAP, compare, correlation, make_image
-from ..models import MobileOne
+from ..export.numerics import RTOL_CAP, compare, correlation
 from ..runtimes.onnxruntime import ort_session, ort_use_shared_pool
-from ..tasks import task_of
 from ..utils.capture import captured_output
 from ..utils.timing import settle_by_time, time_side_by_side
-from .common import SEG_OPTIONS, WORK_DIR, format_table, machine_info, measure_bn, num_params
-from .export import paired_median
+from .common import WORK_DIR, add_timing_arguments, machine_info
+from .deploy_convert import convert
+from .deploy_models import RUNTIMES, Model, build_groups
+from .deploy_report import agreement_notes, headlines, model_rows, table
 from .load import CPULoad, load_warning
-from .plot import DEPLOY_RUNTIMES, draw_deploy
+from .plot import draw_deploy
 
-PEER = apis.PEER_NAME
-#: The runtimes, in the order of the table and the picture, and their labels.
-RUNTIMES = tuple(key for key, _, _ in DEPLOY_RUNTIMES)
-RUNTIME_LABELS = {key: label for key, label, _ in DEPLOY_RUNTIMES}
-#: The converted file of each runtime, after the model's key.
-SUFFIXES = {'onnx': '.onnx', 'litert': '.tflite', 'litert_int8': '_int8.tflite'}
-NETWORK, END_TO_END = 'network', 'end to end'
-#: Groups by the task of their configs (the backbones have none).
-DENSE_GROUPS = {'ssdlite': 'detection', 'deeplabv3': 'segmentation'}
 #: Groups whose calls take long enough (about a second) to need only one warmup and settling call.
 LONG_CALL_GROUPS = ('deeplabv3', )
-#: The configs' ImageNet normalisation (mean, std; BGR images are swapped to RGB first).
-IMAGENET = ([123.675, 116.28, 103.53], [58.395, 57.12, 57.375])
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -110,24 +91,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--backbone-size', type=int, default=224)
     parser.add_argument('--det-size', type=int, default=320)
     parser.add_argument('--seg-size', type=int, default=512)
-    parser.add_argument('--rounds', type=int, default=30, help='timed runs per candidate')
-    parser.add_argument('--seg-rounds', type=int, default=10,
-                        help='timed runs per segmentor candidate (they are slow)')
-    parser.add_argument('--warmup', type=int, default=3)
-    parser.add_argument('--settle', type=int, default=3,
-                        help='at least this many untimed calls of a candidate right before each '
-                             'timed one (at most 1 for the DeepLabV3 group; see the export '
-                             'benchmark)')
-    parser.add_argument('--settle-ms', type=float, default=50,
-                        help='and as many as last this long: ONNX Runtime\'s shared pool spins '
-                             'for ~40 ms after a run, which slows the LiteRT model timed next '
-                             '(%(default)s ms)')
-    parser.add_argument('--threads', type=int, default=2,
-                        help='threads of PyTorch, of ONNX Runtime (intra-op) and of LiteRT '
-                             "(XNNPACK's pool)")
-    parser.add_argument('--ort-pool', choices=['shared', 'per-session'], default='shared',
-                        help='ONNX Runtime sessions on one thread pool (as the export '
-                             'benchmark), or a pool each, not spinning')
+    add_timing_arguments(
+        parser, rounds=30, seg_rounds=10, warmup=3, settle=3, settle_ms=50, threads=2,
+        ort_pool='shared', stat='median', work_dir=str(WORK_DIR / 'deploy'),
+        plot=str(WORK_DIR / 'deploy.png'), helps=dict(
+            rounds='timed runs per candidate',
+            seg_rounds='timed runs per segmentor candidate (they are slow)',
+            settle='at least this many untimed calls of a candidate right before each timed '
+                   'one (at most 1 for the DeepLabV3 group; see the export benchmark)',
+            settle_ms='and as many as last this long: ONNX Runtime\'s shared pool spins for '
+                      '~40 ms after a run, which slows the LiteRT model timed next '
+                      '(%(default)s ms)',
+            threads='threads of PyTorch, of ONNX Runtime (intra-op) and of LiteRT '
+                    "(XNNPACK's pool)",
+            ort_pool='ONNX Runtime sessions on one thread pool (as the export benchmark), or a '
+                     'pool each, not spinning',
+            stat='statistic of the rounds for the latencies shown (ratios are always medians '
+                 'of per-round ratios; the JSON has both)',
+            work_dir='where the converted models are cached (default: %(default)s)'))
     parser.add_argument('--calib', type=int, default=8,
                         help='synthetic calibration images of each INT8 conversion')
     parser.add_argument('--score-thr', type=float, default=0.0,
@@ -135,185 +116,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--post-outputs', choices=['shared', 'own'], default='shared',
                         help="what the detectors' end-to-end candidates post-process: one "
                              "shared set of outputs (the peer's), or each runtime's own")
-    parser.add_argument('--stat', choices=['median', 'min'], default='median',
-                        help='statistic of the rounds for the latencies shown (ratios are '
-                             'always medians of per-round ratios; the JSON has both)')
-    parser.add_argument('--work-dir', default=str(WORK_DIR / 'deploy'),
-                        help='where the converted models are cached (default: %(default)s)')
     parser.add_argument('--reconvert', action='store_true',
                         help='convert every model anew instead of reusing the cached files')
-    parser.add_argument('--plot', default=str(WORK_DIR / 'deploy.png'),
-                        help="where the picture goes (default: %(default)s; '' for none)")
     parser.add_argument('--accuracy', action='store_true',
                         help='also evaluate the demo-trained checkpoints (make demo) in every '
                              'format: box mAP and mIoU per format')
-
-
-# ------------------------------------------------------------------------------ the models
-class BackboneNetwork(nn.Module):
-    """A bare backbone as the runtimes run it: the configs' normalisation, then the backbone's
-    last map. Both sit in ``core`` (what INT8 quantizes, as
-    :class:`~mobileone_dense.export.graph.NetworkCore`): without a float op in front,
-    litert-torch would make the graph's input itself int8."""
-
-    def __init__(self, backbone: nn.Module) -> None:
-        super().__init__()
-        from mmdet.models.data_preprocessors import DetDataPreprocessor
-        mean, std = IMAGENET
-        normalize = Normalize(DetDataPreprocessor(mean=mean, std=std, bgr_to_rgb=True))
-        self.core = nn.Sequential(normalize, backbone).eval()
-
-    def forward(self, image: Tensor) -> tuple[Tensor, ...]:
-        out = self.core(image)  # mmdet backbones give a tuple of maps
-        return tuple(out) if isinstance(out, (tuple, list)) else (out, )
-
-
-@dataclass
-class Model:
-    """One network of a group, as every runtime runs it.
-
-    ``postprocess``: a detector's post-processing (network outputs -> detections), else None.
-    ``peer``: the group's MobileNetV2 (the denominator of the ``vs MNV2`` ratios).
-    """
-    group: str
-    name: str
-    size: int
-    network: nn.Module
-    params: int
-    postprocess: Optional[Callable] = None
-    peer: bool = False
-    image: Tensor = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.image = make_image((self.size, self.size))
-
-    @property
-    def key(self) -> str:
-        """The model's name in the cache: group, model and input size."""
-        return f'{self.group}_{"mnv2" if self.peer else self.name}_{self.size}'
-
-
-def _fused(build: Callable[[], nn.Module], core: Callable[[nn.Module], nn.Module],
-           size: int) -> nn.Module:
-    """The fused model of ``build`` (seeded random weights, so that a rerun builds the model
-    its cached files hold), its BN statistics measured first on four synthetic images through
-    ``core(model)`` (the part of its network that INT8 quantizes; see
-    :func:`~.common.measure_bn`)."""
-    torch.manual_seed(0)
-    model = build()
-    images = torch.cat([make_image((size, size), seed) for seed in range(100, 104)])
-    measure_bn(core(model), images)
-    model.eval()  # not chained: mmdet's MobileNetV2.train() returns None
-    return fuse(model, fold_bn=True)
-
-
-def backbone_models(variants: Sequence[str], size: int, peer: bool) -> list[Model]:
-    """The fused S0-S4 backbones (stage4 output) and, with ``peer``, mmdet's MobileNetV2."""
-    builds = {v: lambda v=v: MobileOne(v, out_indices=(4, )).eval() for v in variants}
-    if peer:
-        builds[PEER] = apis.mobilenet_v2_backbone
-    models = []
-    for name, build in builds.items():
-        fused = _fused(build, lambda m: BackboneNetwork(m).core, size)
-        models.append(Model('backbone', name, size, BackboneNetwork(fused).eval(),
-                            num_params(fused), peer=name == PEER))
-    return models
-
-
-def dense_models(group: str, variants: Sequence[str], configs: Sequence[str], size: int,
-                 peer: bool, score_thr: float) -> list[Model]:
-    """SSDLite or DeepLabV3 (:data:`DENSE_GROUPS`): the variants' configs, extra ``configs``
-    (named by file) and, with ``peer``, the MobileNetV2 model, each fused, as its task's
-    :meth:`~mobileone_dense.tasks.Task.network` (and a detector's ``postprocessor``)."""
-    task_name = DENSE_GROUPS[group]
-    options = ({'model.test_cfg.score_thr': score_thr} if task_name == 'detection'
-               else SEG_OPTIONS)
-    cfgs = {f'MobileOne-{v.upper()}': apis.mobileone_config(task_name, v, options)
-            for v in variants}
-    # the extra configs keep their classes (a head of their own)
-    extra = options if task_name == 'detection' else None
-    cfgs.update({Path(c).stem: apis.load_config(c, extra) for c in configs})
-    if peer:
-        cfgs[PEER] = apis.peer_config(task_name, options)
-    models = []
-    for name, cfg in cfgs.items():
-        task = task_of(cfg)
-        fused = _fused(lambda cfg=cfg: apis.build_model(cfg),
-                       lambda m, task=task: task.network(m, (size, size)).core, size)
-        post = task.postprocessor(fused, (size, size)) if task_name == 'detection' else None
-        models.append(Model(group, name, size, task.network(fused, (size, size)),
-                            num_params(fused), post, peer=name == PEER))
-    return models
-
-
-def build_groups(args: argparse.Namespace) -> dict[str, list[Model]]:
-    groups = {}
-    if args.variants:
-        groups['backbone'] = backbone_models(args.variants, args.backbone_size, args.peers)
-    if args.det_variants or args.det_configs:
-        groups['ssdlite'] = dense_models('ssdlite', args.det_variants, args.det_configs,
-                                         args.det_size, args.peers, args.score_thr)
-    if args.seg_variants or args.seg_configs:
-        # No peer: mmseg's MobileNetV2 DeepLabV3-D8 takes seconds per call at 512.
-        groups['deeplabv3'] = dense_models('deeplabv3', args.seg_variants, args.seg_configs,
-                                           args.seg_size, False, args.score_thr)
-    return groups
-
-
-# ------------------------------------------------------------------------------ conversion cache
-def fingerprint(network: nn.Module, size: int) -> str:
-    """A hash of the network's class, weights and buffers and the input size."""
-    h = hashlib.sha1(f'{type(network).__name__} {size}'.encode())
-    for name, tensor in network.state_dict().items():
-        h.update(name.encode())
-        h.update(tensor.detach().contiguous().cpu().numpy().tobytes())
-    return h.hexdigest()
-
-
-def cached_files(key: str, stamps: dict[str, str], writers: dict[str, Callable[[Path], object]],
-                 work_dir: Path, reconvert: bool = False) -> tuple[dict[str, Path], dict]:
-    """The converted files of one model: ``work_dir/<key><suffix>`` per runtime of ``writers``,
-    reused when the record ``work_dir/<key>.json`` holds the same stamp for it (and the file is
-    there), else written by ``writers[runtime](path)``.
-
-    Returns the paths and, per runtime, whether it was reused and how long writing took.
-    """
-    work_dir.mkdir(parents=True, exist_ok=True)
-    record_path = work_dir / f'{key}.json'
-    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
-    paths, info = {}, {}
-    for runtime, write in writers.items():
-        path = paths[runtime] = work_dir / f'{key}{SUFFIXES[runtime]}'
-        if not reconvert and path.is_file() and record.get(runtime) == stamps[runtime]:
-            info[runtime] = dict(reused=True)
-            continue
-        record.pop(runtime, None)
-        start = time.perf_counter()
-        write(path)
-        info[runtime] = dict(reused=False, seconds=time.perf_counter() - start)
-        record[runtime] = stamps[runtime]
-        record_path.write_text(json.dumps(record, indent=1))
-    return paths, info
-
-
-def convert(model: Model, work_dir: Path, calib: int, reconvert: bool) -> dict[str, Path]:
-    """ONNX, LiteRT FP32 and LiteRT INT8 files of ``model`` (cached); prints one line."""
-    from ..export.litert import write_tflite
-    from ..export.onnx import export_onnx
-    stamp = fingerprint(model.network, model.size)
-    image, network, size = model.image, model.network, (model.size, model.size)
-    calibration = [make_image(size, seed) for seed in range(1, calib + 1)]
-    writers = {
-        'onnx': lambda p: export_onnx(network, image, p),
-        'litert': lambda p: write_tflite(network, image, p),
-        'litert_int8': lambda p: write_tflite(network, image, p, calibration=calibration)}
-    stamps = {'onnx': stamp, 'litert': stamp, 'litert_int8': f'{stamp} calib {calib}'}
-    paths, info = cached_files(model.key, stamps, writers, Path(work_dir), reconvert)
-    done = ', '.join(f'{RUNTIME_LABELS[r]} ' + ('cached' if i['reused'] else
-                                                  f'{i["seconds"]:.0f} s')
-                     for r, i in info.items())
-    print(f'  {model.group} {model.name} at {model.size}: {done}', flush=True)
-    return paths
 
 
 # ------------------------------------------------------------------------------ runtimes
@@ -383,74 +190,6 @@ def shared_outputs(models: list[Model], fns: dict[str, dict], mode: str) -> dict
         own = {m.name: fns[m.name]['pytorch']() for m in models}
     fits = lambda o: [t.shape for t in o] == [t.shape for t in shared]  # noqa: E731
     return {m.name: shared if fits(own[m.name]) else None for m in models}
-
-
-# ------------------------------------------------------------------------------ figures
-def model_rows(group: str, models: list[Model], result: dict, stat: str) -> list[dict]:
-    """One row per model and part (``network``; ``end to end`` for detectors): latencies per
-    runtime and the ratios, each the median over rounds of the ratio within a round."""
-    peer = next((m for m in models if m.peer), None)
-    rows = []
-    for model in models:
-        parts = [(NETWORK, '')] + ([(END_TO_END, ' e2e')] if model.postprocess else [])
-        for part, suffix in parts:
-            rounds = {r: result[f'{model.name} {r}{suffix}']['rounds_ms'] for r in RUNTIMES}
-            row = dict(group=group, model=model.name, size=model.size, part=part,
-                       peer=model.peer, params_m=model.params / 1e6,
-                       ms={r: result[f'{model.name} {r}{suffix}'][f'{stat}_ms']
-                           for r in RUNTIMES},
-                       median_ms={r: statistics.median(t) for r, t in rounds.items()},
-                       min_ms={r: min(t) for r, t in rounds.items()},
-                       int8_speedup=paired_median(lambda f, q: f / q, rounds['litert'],
-                                                  rounds['litert_int8']),
-                       litert_over_onnx=paired_median(lambda t, o: t / o, rounds['litert'],
-                                                      rounds['onnx']))
-            if peer is not None and not model.peer:
-                peer_rounds = {r: result[f'{peer.name} {r}{suffix}']['rounds_ms']
-                               for r in RUNTIMES}
-                row['over_peer'] = {r: paired_median(lambda m, p: m / p, rounds[r],
-                                                     peer_rounds[r]) for r in RUNTIMES}
-            rows.append(row)
-    return rows
-
-
-def table(rows: list[dict], stat: str) -> str:
-    header = ['model', 'input', 'part'] + [
-        f'{RUNTIME_LABELS[r]} ms' + (f' ({stat})' if i == 0 else '')
-        for i, r in enumerate(RUNTIMES)] + [
-        'INT8 speedup (LiteRT FP32/INT8)', 'LiteRT FP32 / ORT FP32', 'INT8 / MNV2 INT8']
-    lines = []
-    for r in rows:
-        name = r['model'] if r['group'] == 'backbone' else f'{r["group"]} {r["model"]}'
-        over = r.get('over_peer', {}).get('litert_int8')
-        lines.append([name, r['size'], r['part'], *(r['ms'][k] for k in RUNTIMES),
-                      r['int8_speedup'], r['litert_over_onnx'],
-                      '-' if over is None else over])
-    return format_table(header, lines)
-
-
-def headlines(rows: list[dict]) -> list[str]:
-    """The comparison the deployment is judged by: SSDLite-MobileOne-S0 against
-    SSDLite-MobileNetV2, both INT8 in LiteRT, network and end to end."""
-    pick = {r['part']: r['over_peer']['litert_int8'] for r in rows
-            if r['group'] == 'ssdlite' and r['model'] == 'MobileOne-S0' and 'over_peer' in r}
-    if not pick:
-        return []
-    parts = ', '.join(f'{part} {ratio:.2f}x' for part, ratio in pick.items())
-    return [f'SSDLite-MobileOne-S0 INT8 / SSDLite-MobileNetV2 INT8 in LiteRT (time ratio, '
-            f'median of per-round ratios): {parts}']
-
-
-def agreement_notes(checks: dict[str, dict]) -> list[str]:
-    """A line per FP32 conversion whose outputs stray from PyTorch's beyond float tolerance."""
-    lines = []
-    for name, report in checks.items():
-        for runtime in ('onnx', 'litert'):
-            if not report[runtime]['ok']:
-                lines.append(f'WARNING: {RUNTIME_LABELS[runtime]} of {name} differs from '
-                             f'PyTorch (max rel diff {report[runtime]["max_rel"]:.1e}): a stale '
-                             f'cached file? rerun with --reconvert.')
-    return lines
 
 
 # ------------------------------------------------------------------------------ the run

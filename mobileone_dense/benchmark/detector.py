@@ -35,7 +35,7 @@ from ..export.fusion import fuse
 from ..export.numerics import check_fused, make_image
 from ..tasks import task_of
 from ..utils.timing import time_side_by_side
-from .common import format_table, machine_info, num_params
+from .common import add_timing_arguments, format_table, machine_info, num_params
 
 PEER = apis.PEER_NAME
 NUM_CLASSES = 80  # COCO, as every SSDLite config here
@@ -45,16 +45,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--variants', nargs='+', default=list(apis.PAPER_VARIANTS),
                         choices=apis.PAPER_VARIANTS)
     parser.add_argument('--size', type=int, default=320, help='input side (%(default)s)')
-    parser.add_argument('--rounds', type=int, default=30, help='timed runs per model')
-    parser.add_argument('--warmup', type=int, default=3)
+    add_timing_arguments(parser, rounds=30, warmup=3, threads=None)
     parser.add_argument('--score-thr', type=float, default=0.0,
                         help='test_cfg.score_thr of every model (%(default)s: NMS at full load)')
     parser.add_argument('--train-batch', type=int, default=8)
     parser.add_argument('--train-rounds', type=int, default=3,
                         help='timed training steps per model (after one untimed step); '
                              '0 skips the training measurement')
-    parser.add_argument('--threads', type=int, default=None,
-                        help='torch threads (default: torch\'s choice)')
 
 
 def _inputs(size: int, batch: int, num_classes: int, seed: int = 0) -> dict:

@@ -34,7 +34,7 @@ from ..errors import UsageError
 from ..runtimes.onnxruntime import ort_use_shared_pool
 from ..utils.timing import time_side_by_side
 from .candidates import PEAK_NAMES, Group, backbone_group, dense_group, peak_fns
-from .common import WORK_DIR, format_table, machine_info
+from .common import WORK_DIR, add_timing_arguments, format_table, machine_info
 from .load import CPULoad, load_warning
 from .plot import draw
 
@@ -52,35 +52,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--backbone-size', type=int, default=224)
     parser.add_argument('--det-size', type=int, default=320)
     parser.add_argument('--seg-size', type=int, default=512)
-    parser.add_argument('--rounds', type=int, default=30, help='timed runs per model')
-    parser.add_argument('--seg-rounds', type=int, default=5,
-                        help='timed runs per segmentor (they are slow)')
-    parser.add_argument('--warmup', type=int, default=3)
-    parser.add_argument('--threads', type=int, default=2,
-                        help='PyTorch threads and ONNX Runtime intra-op threads')
-    parser.add_argument('--ort-pool', choices=['shared', 'per-session'], default='shared',
-                        help='shared: all ONNX Runtime sessions run on one thread pool, as in a '
-                             'process that serves several models, so that the idle workers of '
-                             'one session do not spin against the next one timed; per-session: '
-                             'a pool each, spinning as --ort-spinning says')
+    add_timing_arguments(
+        parser, rounds=30, seg_rounds=5, warmup=3, threads=2, ort_pool='shared', settle=3,
+        stat='median', work_dir=str(WORK_DIR / 'export'), plot=str(WORK_DIR / 'export.png'),
+        helps=dict(
+            seg_rounds='timed runs per segmentor (they are slow)',
+            threads='PyTorch threads and ONNX Runtime intra-op threads',
+            ort_pool='shared: all ONNX Runtime sessions run on one thread pool, as in a process '
+                     'that serves several models, so that the idle workers of one session do '
+                     'not spin against the next one timed; per-session: a pool each, spinning '
+                     'as --ort-spinning says',
+            settle='untimed calls of a model right before each timed one, so that it is timed '
+                   'warm, in its steady state. At most 1 for the sgemm and the DeepLabV3 '
+                   'group: their calls are long enough to settle in one, and more only keeps '
+                   'the cores under sustained load, which lowers their clock (the sgemm loses '
+                   'about 4%% back to back)',
+            stat='statistic of the rounds for the latencies in the table and the picture (min '
+                 'resists a busy machine; the JSON has both). Ratios and shares of the peak '
+                 'are always medians of per-round ratios',
+            work_dir='where the ONNX files go (default: %(default)s)'))
     parser.add_argument('--ort-spinning', choices=['on', 'off'], default='on',
                         help='with --ort-pool per-session: worker threads spin between ops '
                              "(ONNX Runtime's default; the shared pool always spins)")
-    parser.add_argument('--settle', type=int, default=3,
-                        help='untimed calls of a model right before each timed one, so that it '
-                             'is timed warm, in its steady state. At most 1 for the sgemm and '
-                             'the DeepLabV3 group: their calls are long enough to settle in one, '
-                             'and more only keeps the cores under sustained load, which lowers '
-                             'their clock (the sgemm loses about 4%% back to back)')
     parser.add_argument('--peak-size', type=int, default=2048, help='side of the sgemm')
-    parser.add_argument('--stat', choices=['median', 'min'], default='median',
-                        help='statistic of the rounds for the latencies in the table and the '
-                             'picture (min resists a busy machine; the JSON has both). Ratios and '
-                             'shares of the peak are always medians of per-round ratios')
-    parser.add_argument('--work-dir', default=str(WORK_DIR / 'export'),
-                        help='where the ONNX files go (default: %(default)s)')
-    parser.add_argument('--plot', default=str(WORK_DIR / 'export.png'),
-                        help="where the picture goes (default: %(default)s; '' for none)")
 
 
 # ------------------------------------------------------------------------------ per-round figures

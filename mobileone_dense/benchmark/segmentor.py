@@ -16,7 +16,7 @@ import torch
 from .. import apis
 from ..export.fusion import fuse
 from ..utils.timing import time_side_by_side
-from .common import SEG_OPTIONS, format_table, machine_info
+from .common import SEG_OPTIONS, add_timing_arguments, format_table, machine_info
 
 PEER = f'{apis.PEER_NAME}-D8'
 
@@ -25,11 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--variants', nargs='+', default=list(apis.PAPER_VARIANTS),
                         choices=apis.PAPER_VARIANTS)
     parser.add_argument('--size', type=int, default=512, help='square input side')
-    parser.add_argument('--rounds', type=int, default=10,
-                        help='timed runs per model (one round of all 22 models: ~25 s at 512)')
-    parser.add_argument('--warmup', type=int, default=1)
-    parser.add_argument('--stat', choices=['median', 'min'], default='median',
-                        help='statistic of the rounds in the table (min resists a busy machine)')
+    add_timing_arguments(parser, rounds=10, warmup=1, stat='median', helps=dict(
+        rounds='timed runs per model (one round of all 22 models: ~25 s at 512)',
+        stat='statistic of the rounds in the table (min resists a busy machine)'))
 
 
 def build_segmentors(variants) -> dict[str, torch.nn.Module]:

@@ -22,7 +22,7 @@ import torch
 from .. import apis
 from ..errors import UsageError
 from ..utils.timing import time_side_by_side
-from .common import format_table, machine_info
+from .common import add_timing_arguments, format_table, machine_info
 from .detector import _inputs as detection_inputs
 from .load import CPULoad
 
@@ -40,10 +40,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--no-peers', dest='peers', action='store_false',
                         help="leave out mmdet's SSDLite-MobileNetV2 and mmseg's "
                              'DeepLabV3-MobileNetV2-D8')
-    parser.add_argument('--rounds', type=int, default=5,
-                        help='timed steps per model and precision (default: %(default)s; a '
-                             'round of all eight models takes 100 s on 2 idle cores, the '
-                             'untimed first steps twice that)')
+    add_timing_arguments(parser, rounds=5, threads=None, helps=dict(
+        rounds='timed steps per model and precision (default: %(default)s; a round of all '
+               'eight models takes 100 s on 2 idle cores, the untimed first steps twice that)'))
     parser.add_argument('--batch', type=int, default=8, help='SSDLite batch (%(default)s)')
     parser.add_argument('--size', type=int, default=320, help='SSDLite input side (%(default)s)')
     parser.add_argument('--seg-batch', type=int, default=4,
@@ -51,8 +50,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--seg-size', type=int, default=512,
                         help='DeepLabV3 crop side (%(default)s)')
     parser.add_argument('--lr', type=float, default=1e-4, help='SGD learning rate of the steps')
-    parser.add_argument('--threads', type=int, default=None,
-                        help="torch threads (default: torch's choice)")
 
 
 def segmentation_inputs(size: int, batch: int, num_classes: int, seed: int = 0) -> dict:
