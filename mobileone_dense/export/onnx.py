@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ExportError
-from .graph import nms_onnx
+from .graph import class_nms_onnx, fold_channel_swap
 
 ONNX_OPSET = 18
 
@@ -37,7 +37,8 @@ def _quiet_exporter():
 
 def export_onnx(wrapper: nn.Module, image: Tensor, path: str | Path,
                 output_names: Optional[Sequence[str]] = None) -> Path:
-    """Write ``wrapper`` as a single-file ONNX model (fixed input size, batch 1)."""
+    """Write ``wrapper`` as a single-file ONNX model (fixed input size, batch 1), its channel
+    swap folded into the first convolution (:func:`~.graph.fold_channel_swap`)."""
     path = Path(path)
     try:
         import onnxscript  # noqa: F401  (the exporter's translation library)
@@ -45,11 +46,13 @@ def export_onnx(wrapper: nn.Module, image: Tensor, path: str | Path,
         raise ExportError('ONNX export needs the onnx, onnxscript and onnxruntime packages: '
                           'pip install -e ".[test]" (or pip install onnx onnxscript '
                           'onnxruntime).') from None
+    wrapper = fold_channel_swap(wrapper, image)
     with _quiet_exporter(), torch.no_grad():
         program = torch.onnx.export(
             wrapper, (image, ), dynamo=True, input_names=['image'],
             output_names=list(output_names) if output_names else None,
             opset_version=ONNX_OPSET, verbose=False,
-            custom_translation_table={torch.ops.mobileone_dense.nms.default: nms_onnx})
+            custom_translation_table={
+                torch.ops.mobileone_dense.class_nms.default: class_nms_onnx})
         program.save(str(path), external_data=False)
     return path
