@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from ..errors import ExportError
 from ..utils.capture import captured_output
+from .graph import fold_channel_swap
 
 
 def _litert_torch():
@@ -69,8 +70,11 @@ def write_tflite(network: nn.Module, image: Tensor, path: str | Path,
     """Convert ``network`` (``1x3xHxW`` image in, a tuple of tensors out) to ``path``.
 
     With ``calibration`` (``1x3xHxW`` images drawn as the config's test pipeline draws them),
-    activations and weights are int8 (see the module doc); otherwise float32.
+    activations and weights are int8 (see the module doc); otherwise float32. The
+    normalisation's channel swap is folded into the first convolution
+    (:func:`~.graph.fold_channel_swap`).
     """
+    network = fold_channel_swap(network, image)
     litert_torch = _litert_torch()
     path = Path(path)
     captured = None
