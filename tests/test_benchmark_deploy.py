@@ -111,6 +111,16 @@ def test_fingerprint_follows_the_weights_and_the_size():
     assert deploy_convert.fingerprint(net, 64) != before
 
 
+def test_fingerprint_follows_the_code_that_writes_the_files(monkeypatch):
+    net = nn.Conv2d(3, 4, 3)
+    before = deploy_convert.fingerprint(net, 64)
+    source = deploy_convert.writers_source()
+    assert 'def fold_channel_swap' in source and 'def write_tflite' in source
+    assert 'class DetectorPostprocess' not in source  # runs after the files, in PyTorch
+    monkeypatch.setattr(deploy_convert, 'writers_source', lambda: source + '# changed')
+    assert deploy_convert.fingerprint(net, 64) != before
+
+
 # ------------------------------------------------------------------------------ the models
 def test_backbone_network_normalizes_the_bgr_image_as_the_configs_do():
     backbone = nn.Conv2d(3, 2, 1)

@@ -1,10 +1,12 @@
 """The deploy benchmark's converted files: ONNX, LiteRT FP32 and LiteRT INT8 of each model,
-cached under ``--work-dir`` and keyed by model, input size and a fingerprint of the weights (and
-the INT8 calibration), so that a rerun converts nothing.
+cached under ``--work-dir`` and keyed by model, input size and a fingerprint of the weights, of
+the code that writes them (a change there converts again) and of the INT8 calibration, so that
+a rerun converts nothing.
 """
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import time
 from pathlib import Path
@@ -19,9 +21,21 @@ from .deploy_models import RUNTIME_LABELS, Model
 SUFFIXES = {'onnx': '.onnx', 'litert': '.tflite', 'litert_int8': '_int8.tflite'}
 
 
+def writers_source() -> str:
+    """The source of what decides the converted files' content: the network wrappers of
+    ``export/graph.py`` and the channel-swap fold, and the ONNX and LiteRT writers (not the
+    detector post-processing, which runs in PyTorch after them)."""
+    from ..export import graph, litert, onnx
+    pieces = (graph.Normalize, graph.NetworkCore, graph.DetectorNetwork, graph.SegmentorGraph,
+              graph.fold_channel_swap, litert, onnx)
+    return '\n'.join(inspect.getsource(piece) for piece in pieces)
+
+
 def fingerprint(network: nn.Module, size: int) -> str:
-    """A hash of the network's class, weights and buffers and the input size."""
+    """A hash of the network's class, weights and buffers, the input size and
+    :func:`writers_source`."""
     h = hashlib.sha1(f'{type(network).__name__} {size}'.encode())
+    h.update(writers_source().encode())
     for name, tensor in network.state_dict().items():
         h.update(name.encode())
         h.update(tensor.detach().contiguous().cpu().numpy().tobytes())
