@@ -25,7 +25,7 @@ demo_options "train_dataloader.dataset.data_root=$data/" "val_dataloader.dataset
   "val_evaluator.ann_file=$data/annotations/instances_val.json" \
   "test_evaluator.ann_file=$data/annotations/instances_val.json"
 
-echo "demo-det: training $config ($procs process(es), 8-11 minutes on 2 cores, by the hour; log $log)"
+echo "demo-det: training $config ($procs process(es), 9-12 minutes on 2 cores, by the hour; log $log)"
 # float32 unless DEMO_AMP says otherwise: for this small detector (mu0, 256 px, one thread per
 # process) bfloat16 autocast was slower, not faster: 1.00 against 0.94 s/iteration in two
 # consecutive runs (box mAP 0.531 and 0.557); its casts cost more than its matmuls save here.

@@ -1,13 +1,13 @@
 # SSDLite-MobileOne-mu0 on the synthetic scenes of tools/make_demo_data.py (`make demo`),
-# trained from scratch (nothing is downloaded) in 8-11 minutes on 2 CPU cores (by the hour),
+# trained from scratch (nothing is downloaded) in 9-12 minutes on 2 CPU cores (by the hour),
 # two processes.
 # The model is the paper's SSDLite (stride-16/32 backbone outputs, four more neck levels,
 # depthwise-separable head) on the smallest variant, mu0, which learns faster per minute of CPU
 # than S0 or mu1. What else differs, all to fit the budget: 256x256 inputs, anchors sized to the
 # scenes' objects (17-155 px), no photometric/expand/crop augmentation (the generator never
 # repeats a scene), and AdamW instead of the paper's SGD: from scratch in 750 iterations it
-# reached box mAP 0.548 where SGD (lr 0.05, momentum 0.9) reached 0.50-0.52, so 650 iterations
-# leave room under the 10 minutes.
+# reached box mAP 0.548 where SGD (lr 0.05, momentum 0.9) reached 0.50-0.52. 650 iterations
+# gave 0.516-0.556 in three consecutive runs; 450 gave 0.450 (docs/training.md).
 _base_ = '../_base_/ssdlite_mobileone_coco.py'
 
 size = 256
