@@ -112,8 +112,8 @@ def fold_channel_swap(network: nn.Module, image: Tensor) -> nn.Module:
     found = [name for name, m in network.named_modules() if isinstance(m, Normalize)]
     if len(found) != 1 or not network.get_submodule(found[0]).swap:
         return network
-    folded = copy.deepcopy(network).eval()
-    normalize = folded.get_submodule(found[0])
+    # One pass of the original network gives its outputs and the modules the normalised
+    # image enters; only a foldable network is copied.
     consumers: list[str] = []
     normalized: dict[str, Tensor] = {}
 
@@ -126,20 +126,21 @@ def fold_channel_swap(network: nn.Module, image: Tensor) -> nn.Module:
                 consumers.append(name)
         return hook
 
-    leaves = [(n, m) for n, m in folded.named_modules() if not list(m.children())
+    leaves = [(n, m) for n, m in network.named_modules() if not list(m.children())
               and not isinstance(m, Normalize)]
-    handles = [normalize.register_forward_hook(on_normalized)]
+    handles = [network.get_submodule(found[0]).register_forward_hook(on_normalized)]
     handles += [m.register_forward_pre_hook(on_input(n)) for n, m in leaves]
     try:
         with torch.no_grad():
             expected = [t for t in flatten(network(image)) if t.is_floating_point()]
-            folded(image)
     finally:
         for handle in handles:
             handle.remove()
-    conv = folded.get_submodule(consumers[0]) if len(consumers) == 1 else None
+    conv = network.get_submodule(consumers[0]) if len(consumers) == 1 else None
     if not (isinstance(conv, nn.Conv2d) and conv.groups == 1 and conv.in_channels == 3):
         return network
+    folded = copy.deepcopy(network).eval()
+    conv, normalize = folded.get_submodule(consumers[0]), folded.get_submodule(found[0])
     with torch.no_grad():
         conv.weight.copy_(conv.weight.flip(1))
     normalize.swap = False

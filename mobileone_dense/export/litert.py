@@ -74,8 +74,8 @@ def write_tflite(network: nn.Module, image: Tensor, path: str | Path,
     normalisation's channel swap is folded into the first convolution
     (:func:`~.graph.fold_channel_swap`).
     """
-    network = fold_channel_swap(network, image)
     litert_torch = _litert_torch()
+    network = fold_channel_swap(network, image)
     path = Path(path)
     captured = None
     try:
