@@ -200,3 +200,59 @@ def test_train_benchmark_one_round_of_tiny_models():
         assert r['bf16_over_fp32'] == pytest.approx(r['fp32_s'][0] / r['bf16_s'][0]), name
     assert '| SSDLite-MobileOne-S0 ' in result['table']
     assert not any('target' in note for note in result['notes'])  # targets live in the README
+
+
+def conv_output_dtype(block, x, grad=True):
+    """The dtype of the first conv branch's output when ``block`` runs on ``x`` under CPU
+    bfloat16 autocast (with autograd on or off)."""
+    seen = []
+    hook = block.rbr_conv[0].conv.register_forward_hook(lambda m, i, o: seen.append(o.dtype))
+    with torch.set_grad_enabled(grad), torch.autocast('cpu', dtype=torch.bfloat16):
+        out = block(x)
+    hook.remove()
+    return seen[0], out
+
+
+def test_strided_depthwise_block_trains_in_float32_under_bf16_autocast():
+    torch.manual_seed(0)
+    x = torch.randn(2, 8, 16, 16).bfloat16()
+    strided = MobileOneBlock(8, 8, 3, stride=2, groups=8, num_conv_branches=2).train()
+    dtype, out = conv_output_dtype(strided, x)
+    assert dtype == torch.float32 and out.dtype == torch.float32
+    # the same block outside autocast, on the same (bfloat16-rounded) input
+    torch.testing.assert_close(out, strided(x.float()))
+    out.sum().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32
+               for p in strided.parameters())
+
+    # everything else stays bfloat16: a stride-1 depthwise block, a strided dense one, and
+    # the strided depthwise block when it does not train
+    others = [(MobileOneBlock(8, 8, 3, stride=1, groups=8, num_conv_branches=2), True, True),
+              (MobileOneBlock(8, 16, 3, stride=2, num_conv_branches=2), True, True),
+              (strided, False, True), (strided, True, False)]
+    for block, training, grad in others:
+        block.train(training)
+        assert conv_output_dtype(block, x, grad)[0] == torch.bfloat16, (block, training, grad)
+
+    strided.train()
+    strided.float32_strided_depthwise = False  # the switch the --blocks benchmark turns
+    assert conv_output_dtype(strided, x)[0] == torch.bfloat16
+
+
+def test_train_benchmark_blocks_times_the_strided_depthwise_blocks():
+    from mobileone_dense.benchmark import train, train_blocks
+    parser = argparse.ArgumentParser()
+    train.add_arguments(parser)
+    args = parser.parse_args(['--blocks', '--variants', 's0', '--rounds', '1', '--batch', '2',
+                              '--size', '64'])
+    result = train.run(args)
+    # S0's four downsampling depthwise blocks (stage 1-4), at strides 2, 4, 8 and 16
+    assert [r['block'] for r in result['rows']] == [f'stage{i}.0' for i in range(1, 5)]
+    assert [r['input'][2] for r in result['rows']] == [32, 16, 8, 4]
+    for r in result['rows']:
+        assert all(r[mode] > 0 for mode in train_blocks.MODES)
+        assert r['ratio_bf16_kernels_over_fp32_block'] == pytest.approx(
+            r[train_blocks.MODES[2]] / r[train_blocks.MODES[1]])
+    # the benchmark switches the policy per block; the class default stays on
+    assert MobileOneBlock.float32_strided_depthwise is True
+    assert '| all ' in result['table']

@@ -50,6 +50,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--seg-size', type=int, default=512,
                         help='DeepLabV3 crop side (%(default)s)')
     parser.add_argument('--lr', type=float, default=1e-4, help='SGD learning rate of the steps')
+    parser.add_argument('--blocks', action='store_true',
+                        help='instead, time the strided depthwise blocks of the first of '
+                             '--variants (forward and backward at --size and --batch) in '
+                             'float32, in bfloat16 with the block kept in float32 (what '
+                             'training does) and with bfloat16 kernels')
 
 
 def segmentation_inputs(size: int, batch: int, num_classes: int, seed: int = 0) -> dict:
@@ -93,6 +98,9 @@ def models_to_run(args: argparse.Namespace) -> list[dict]:
 
 
 def run(args: argparse.Namespace) -> dict:
+    if args.blocks:
+        from . import train_blocks
+        return train_blocks.run(args)
     from mmengine.optim import OptimWrapper
 
     from ..engine import CPUBF16OptimWrapper, require_cpu_bf16

@@ -92,6 +92,9 @@ class MobileOneBlock(nn.Module):
         norm_cfg: Norm layer config (BN or SyncBN) of the branches.
         deploy: Build the fused block (one conv with bias) directly.
     """
+    #: Train strided depthwise blocks in float32 inside CPU bfloat16 autocast (see
+    #: :meth:`_float32_under_autocast`); False leaves them to autocast.
+    float32_strided_depthwise = True
 
     def __init__(self,
                  in_channels: int,
@@ -155,6 +158,25 @@ class MobileOneBlock(nn.Module):
         return self.reparam_conv is not None
 
     def forward(self, x: Tensor) -> Tensor:
+        if self._float32_under_autocast(x):
+            with torch.autocast('cpu', enabled=False):
+                return self._forward(x.float())
+        return self._forward(x)
+
+    def _float32_under_autocast(self, x: Tensor) -> bool:
+        """Whether this block trains in float32 inside CPU bfloat16 autocast: a strided
+        depthwise block does. oneDNN's bfloat16 backward of a strided depthwise conv is 2-7x
+        slower than its float32 one on an AVX512-BF16 CPU (forward and backward of S0's
+        stride-2 depthwise convs at batch 8: 69 against 32 ms at 160x160, 16 against 2.3 ms at
+        20x20; ``python tools/benchmark.py train --blocks``), while every other conv of the
+        network gains from bfloat16. The casts in and out cost less than the slow kernels."""
+        return (self.float32_strided_depthwise and self.stride > 1 and self.groups > 1
+                and self.groups == self.in_channels and self.training
+                and torch.is_grad_enabled() and x.device.type == 'cpu'
+                and torch.is_autocast_enabled('cpu')
+                and torch.get_autocast_dtype('cpu') == torch.bfloat16)
+
+    def _forward(self, x: Tensor) -> Tensor:
         if self.reparam_conv is not None:
             out = self.reparam_conv(x)
         else:
