@@ -34,9 +34,12 @@ Each group (backbones at 224, SSDLite at 320, DeepLabV3 at 512) is timed in one 
 every runtime; all ONNX Runtime sessions share one thread pool (see the ``export`` benchmark).
 Each timed call follows untimed calls of the same candidate that last at least
 ``--settle-ms`` (:func:`~mobileone_dense.utils.timing.settle_by_time`): the shared pool's
-workers spin for about 40 ms after each run: with three settling calls, LiteRT FP32
-MobileNetV2 read 9.2 ms (4.6 ms alone) and its ONNX Runtime twin 7.0 ms; with 50 ms, 4.5 and
-4.5 ms.
+workers keep spinning after each run and slow the LiteRT model timed next (it follows its ONNX
+Runtime twin in every round but the ones it opens). With three settling calls, LiteRT FP32
+MobileNetV2 read 9.2 ms (4.6 ms alone) and its ONNX Runtime twin 7.0 ms. With 50 ms, the
+S0 backbone in LiteRT FP32 still read 6.4-6.5 ms (median) in the rounds where it followed ONNX
+Runtime and 4.0-4.1 ms in those it opened (two runs of 150 rounds); with 200 ms, 4.43 and
+4.37 ms. So the default is 200 ms.
 Ratios are medians of per-round ratios: the INT8 speedup (LiteRT FP32 / LiteRT INT8), LiteRT
 FP32 / ONNX Runtime FP32, and each model over the group's MobileNetV2 peer in the same runtime.
 Weights are random (seeded, so a rerun converts nothing: files are cached under ``--work-dir``,
@@ -92,15 +95,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--det-size', type=int, default=320)
     parser.add_argument('--seg-size', type=int, default=512)
     add_timing_arguments(
-        parser, rounds=30, seg_rounds=10, warmup=3, settle=3, settle_ms=50, threads=2,
+        parser, rounds=30, seg_rounds=10, warmup=3, settle=3, settle_ms=200, threads=2,
         ort_pool='shared', stat='median', work_dir=str(WORK_DIR / 'deploy'),
         plot=str(WORK_DIR / 'deploy.png'), helps=dict(
             rounds='timed runs per candidate',
             seg_rounds='timed runs per segmentor candidate (they are slow)',
             settle='at least this many untimed calls of a candidate right before each timed '
                    'one (at most 1 for the DeepLabV3 group; see the export benchmark)',
-            settle_ms='and as many as last this long: ONNX Runtime\'s shared pool spins for '
-                      '~40 ms after a run, which slows the LiteRT model timed next '
+            settle_ms='and as many as last this long: ONNX Runtime\'s shared pool keeps '
+                      'spinning after a run, which slows the LiteRT model timed next '
                       '(%(default)s ms)',
             threads='threads of PyTorch, of ONNX Runtime (intra-op) and of LiteRT '
                     "(XNNPACK's pool)",
