@@ -2,10 +2,10 @@
 # Detection half of `make demo`: SSDLite-MobileOne-mu0 on the synthetic scenes of
 # tools/make_demo_data.py, from scratch (nothing is downloaded), on CPU.
 #
-#   generate the scenes (tools/make_demo_data.py, once) -> train (tools/train.py --progress)
-#   -> COCO box mAP on the val split (tools/test.py) -> boxes drawn on a few val scenes
-#   (tools/image_demo.py) and the training curves (tools/analyze_logs.py) -> WORK_DIR/summary.json
-#   and the result lines (tools/demo_summary.py)
+#   generate the scenes (tools/make_demo_data.py, once) -> train (tools/train.py --progress,
+#   bfloat16 where the CPU has it) -> COCO box mAP on the val split (tools/test.py), and beside
+#   it the boxes drawn on a few val scenes (tools/image_demo.py) and the training curves
+#   (tools/analyze_logs.py) -> WORK_DIR/summary.json and the result lines (tools/demo_summary.py)
 #
 # The terminal shows the progress bar and the results; the tools' full output is in
 # WORK_DIR/demo.log (see scripts/demo_lib.sh).
@@ -25,18 +25,14 @@ demo_options "train_dataloader.dataset.data_root=$data/" "val_dataloader.dataset
   "val_evaluator.ann_file=$data/annotations/instances_val.json" \
   "test_evaluator.ann_file=$data/annotations/instances_val.json"
 
-echo "demo-det: training $config ($procs process(es), 9-12 minutes on 2 cores, by the hour; log $log)"
-# float32 unless DEMO_AMP says otherwise: for this small detector (mu0, 256 px, one thread per
-# process) bfloat16 autocast was slower, not faster: 1.00 against 0.94 s/iteration in two
-# consecutive runs (box mAP 0.531 and 0.557); its casts cost more than its matmuls save here.
-DEMO_AMP="${DEMO_AMP:-0}" demo_train "$config" "$work" 29517
+echo "demo-det: training $config ($procs process(es), 7-8 minutes on 2 cores, by the hour; log $log)"
+demo_train "$config" "$work" 29517
 trained=$SECONDS
 
 images=("$data"/images/val/*.jpg)
 images=("${images[@]:0:8}")
 echo "demo-det: evaluating on the val split (COCO box mAP), drawing ${#images[@]} val scenes"
-demo_run evaluation "$py" tools/test.py "$config" "$checkpoint" --work-dir "$work" "${opts[@]}"
 demo_inputs "$work/demo_inputs" "${images[@]}"
-demo_run 'drawing the boxes' "$py" tools/image_demo.py "$work/demo_inputs" "$config" \
-  "$checkpoint" --out-dir "$work/pictures"
+demo_draw 'drawing the boxes' "$work/pictures"
+demo_run evaluation "$py" tools/test.py "$config" "$checkpoint" --work-dir "$work" "${opts[@]}"
 demo_finish detection "$work/pictures" "$trained"

@@ -55,6 +55,9 @@ demo_options() {
 # `error:` lines, else the end of $log) and exit with STATUS.
 demo_failed() {
   local what=$1 status=$2
+  if [ -n "${drawing:-}" ]; then  # a drawing started by demo_draw has no one to wait for it
+    kill "$drawing" 2>/dev/null || true
+  fi
   echo "$tag: $what failed (exit status $status); the full output is in $log" >&2
   if grep -q '^error: ' "$log"; then
     grep '^error: ' "$log" | tail -n 5 >&2
@@ -144,13 +147,30 @@ demo_inputs() {
   done
 }
 
-# demo_finish DEMO PICTURES TRAINED: draw the training curves to $work/curves.png, write
-# $work/summary.json (tools/demo_summary.py, which prints the result lines) and say where
-# everything is. TRAINED: $SECONDS when training ended.
+# demo_draw WHAT PICTURES: in the background, draw what the trained $checkpoint of $config
+# sees in the images of $work/demo_inputs into PICTURES (tools/image_demo.py), then the
+# training curves into $work/curves.png (tools/analyze_logs.py). It runs beside the evaluation,
+# each on one core (OMP_NUM_THREADS=1 since demo_train), which saves 10-15 s of the demo; its
+# output goes to $log when demo_finish has waited for it.
+demo_draw() {
+  drawing_what=$1
+  local pictures=$2
+  ("$py" tools/image_demo.py "$work/demo_inputs" "$config" "$checkpoint" --out-dir "$pictures" \
+    && "$py" tools/analyze_logs.py "$work" --out "$work/curves.png") >"$work/drawing.log" 2>&1 &
+  drawing=$!
+}
+
+# demo_finish DEMO PICTURES TRAINED: wait for demo_draw, write $work/summary.json
+# (tools/demo_summary.py, which prints the result lines) and say where everything is.
+# TRAINED: $SECONDS when training ended.
 demo_finish() {
-  local demo=$1 pictures=$2 trained=$3
-  demo_run 'drawing the training curves' "$py" tools/analyze_logs.py "$work" \
-    --out "$work/curves.png"
+  local demo=$1 pictures=$2 trained=$3 status=0
+  wait "$drawing" || status=$?
+  drawing=
+  cat "$work/drawing.log" >>"$log" && rm -f "$work/drawing.log"
+  if [ "$status" -ne 0 ]; then
+    demo_failed "$drawing_what" "$status"
+  fi
   "$py" tools/demo_summary.py write "$work" --demo "$demo" --tag "$tag" \
     --wall-time $((SECONDS - start)) --train-time $((trained - start)) --pictures "$pictures" \
     --log "$log"
