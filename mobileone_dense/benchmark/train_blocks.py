@@ -24,12 +24,14 @@ from .load import CPULoad
 MODES = ('fp32', 'bf16 (block in fp32)', 'bf16 (bf16 kernels)')
 
 
-def strided_depthwise_inputs(variant: str, size: int, batch: int) -> list[tuple[str, tuple]]:
-    """(name, input shape) of every strided depthwise block of ``variant`` at ``size``."""
+def strided_depthwise_inputs(variant: str, size: int,
+                             batch: int) -> list[tuple[str, MobileOneBlock, tuple]]:
+    """(name, block, input shape at ``batch``) of every strided depthwise block of a train-time
+    ``variant`` fed ``size`` x ``size`` images."""
     net = MobileOne(arch=variant, out_indices=(3, )).train()
     shapes, hooks = [], []
     for name, m in net.named_modules():
-        if isinstance(m, MobileOneBlock) and m.stride > 1 and m.groups == m.in_channels > 1:
+        if isinstance(m, MobileOneBlock) and m.strided_depthwise:
             hooks.append(m.register_forward_hook(
                 lambda m, i, o, name=name: shapes.append((name, m, tuple(i[0].shape)))))
     with torch.no_grad():

@@ -153,6 +153,11 @@ class MobileOneBlock(nn.Module):
             bn=build_norm_layer(norm_cfg, self.out_channels)[1]))
 
     @property
+    def strided_depthwise(self) -> bool:
+        """True for a depthwise block (one group per input channel) with a stride."""
+        return self.stride > 1 and self.groups == self.in_channels > 1
+
+    @property
     def deployed(self) -> bool:
         """True once the branches are fused into ``reparam_conv``."""
         return self.reparam_conv is not None
@@ -170,8 +175,7 @@ class MobileOneBlock(nn.Module):
         stride-2 depthwise convs at batch 8: 69 against 32 ms at 160x160, 16 against 2.3 ms at
         20x20; ``python tools/benchmark.py train --blocks``), while every other conv of the
         network gains from bfloat16. The casts in and out cost less than the slow kernels."""
-        return (self.float32_strided_depthwise and self.stride > 1 and self.groups > 1
-                and self.groups == self.in_channels and self.training
+        return (self.float32_strided_depthwise and self.strided_depthwise and self.training
                 and torch.is_grad_enabled() and x.device.type == 'cpu'
                 and torch.is_autocast_enabled('cpu')
                 and torch.get_autocast_dtype('cpu') == torch.bfloat16)
