@@ -12,6 +12,8 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
+from ..utils import cpu
+
 #: Where the benchmarks write: ``<subcommand>.json``, the export benchmark's picture and ONNX files.
 WORK_DIR = Path('work_dirs/benchmark')
 #: The segmentors' classes: VOC's 21, as ``configs/deeplabv3/mobileone_*_voc.py``; the
@@ -53,8 +55,10 @@ def add_timing_arguments(parser: argparse.ArgumentParser,
 
 
 def machine_info() -> dict:
-    return dict(cpu=platform.processor() or platform.machine(), cores=os.cpu_count(),
-                torch=torch.__version__, threads=torch.get_num_threads())
+    """The CPU a run was measured on, with the instruction sets its figures depend on."""
+    return dict(cpu=platform.processor() or platform.machine(), cpu_name=cpu.cpu_name(),
+                bf16=cpu.bf16_instructions(), int8_dot=cpu.int8_dot_instructions(),
+                cores=os.cpu_count(), torch=torch.__version__, threads=torch.get_num_threads())
 
 
 def num_params(model: nn.Module) -> int:

@@ -67,7 +67,7 @@ from ..utils.timing import settle_by_time, time_side_by_side
 from .common import WORK_DIR, add_timing_arguments, machine_info
 from .deploy_convert import convert
 from .deploy_models import RUNTIMES, Model, build_groups
-from .deploy_report import agreement_notes, headlines, model_rows, table
+from .deploy_report import agreement_notes, headlines, int8_note, model_rows, table
 from .load import CPULoad, load_warning
 from .plot import draw_deploy
 
@@ -246,14 +246,15 @@ def run(args: argparse.Namespace) -> dict:
                                                                         ort_options)
         rows += group_rows
         checks.update(group_checks)
-    result = dict(benchmark='deploy', machine=machine_info(), threads=args.threads,
+    machine = machine_info()
+    result = dict(benchmark='deploy', machine=machine, threads=args.threads,
                   rounds=args.rounds, seg_rounds=args.seg_rounds, settle=args.settle,
                   ort_pool=args.ort_pool, calib=args.calib, calibration='synthetic',
                   score_thr=args.score_thr, post_outputs=args.post_outputs, stat=args.stat,
                   rows=rows, agreement=checks, others_load=loads, raw=raw)
     if rows:
         text = table(rows, args.stat)
-        lines = headlines(rows) + agreement_notes(checks) + [
+        lines = headlines(rows) + int8_note(machine) + agreement_notes(checks) + [
             f'{g}: other processes used {100 * load:.0f}% of the CPU meanwhile'
             for g, load in loads.items()] + load_warning(loads, args.threads)
         print(text, *lines, sep='\n')

@@ -77,3 +77,16 @@ def agreement_notes(checks: dict[str, dict]) -> list[str]:
                              f'PyTorch (max rel diff {report[runtime]["max_rel"]:.1e}): a stale '
                              f'cached file? rerun with --reconvert.')
     return lines
+
+
+def int8_note(machine: dict) -> list[str]:
+    """A line when the INT8 columns were timed on a CPU without int8 dot-product instructions
+    (``machine``: :func:`~mobileone_dense.benchmark.common.machine_info`). XNNPACK's INT8
+    kernels then multiply in 16-bit lanes and gain little over FP32, unlike on a phone's Arm
+    cores (dotprod) or an x86 CPU with VNNI."""
+    if machine.get('int8_dot'):
+        return []
+    return [f'note: this CPU ({machine.get("cpu_name") or machine.get("cpu")}) has no int8 '
+            'dot-product instructions (AVX512-VNNI, AVX-VNNI or AMX-INT8 on x86; dotprod on '
+            "Arm, which phones' cores have), so XNNPACK's INT8 kernels gain little over FP32 "
+            'on it: its INT8 speedups are not those of a phone (docs/benchmarks.md)']

@@ -26,25 +26,15 @@ from torch import nn
 from torch.optim import Optimizer
 
 from ..errors import UsageError
-
-# Instruction sets that compute in bfloat16, as torch.cpu.get_capabilities() names them. oneDNN
-# also accepts bfloat16 on a plain AVX-512 CPU (torch.ops.mkldnn._is_mkldnn_bf16_supported() is
-# True there) but converts to float32 for every operation, which is no faster than float32.
-NATIVE_BF16 = {'avx512_bf16': 'AVX512-BF16', 'amx_bf16': 'AMX-BF16', 'bf16': 'Arm BF16',
-               'sve_bf16': 'Arm SVE-BF16'}
-
-
-def _capabilities() -> dict:
-    get = getattr(torch.cpu, 'get_capabilities', None)
-    if get is not None:
-        return dict(get())
-    checks = dict(avx512_bf16='_is_avx512_bf16_supported', amx_bf16='_is_amx_tile_supported')
-    return {key: getattr(torch.cpu, name, lambda: False)() for key, name in checks.items()}
+from ..utils.cpu import bf16_instructions
 
 
 def cpu_bf16_instructions() -> list[str]:
     """The bfloat16 instruction sets of this CPU that PyTorch's oneDNN kernels use; empty when
-    the CPU has none (bfloat16 training would then be emulated, and slower than float32)."""
+    the CPU has none (bfloat16 training would then be emulated, and slower than float32).
+    oneDNN also accepts bfloat16 on a plain AVX-512 CPU (``_is_mkldnn_bf16_supported()`` is
+    True there) but converts to float32 for every operation, which is no faster than float32:
+    only the native instruction sets count."""
     if not torch.backends.mkldnn.is_available():
         return []
     try:
@@ -52,8 +42,7 @@ def cpu_bf16_instructions() -> list[str]:
             return []
     except (AttributeError, RuntimeError):  # the private op moved: the capabilities decide
         pass
-    caps = _capabilities()
-    return [name for key, name in NATIVE_BF16.items() if caps.get(key)]
+    return bf16_instructions()
 
 
 def require_cpu_bf16(fix: str) -> str:

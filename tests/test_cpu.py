@@ -1,0 +1,47 @@
+"""The CPU's instruction sets behind the benchmarks' figures (mobileone_dense/utils/cpu.py) and
+the deploy benchmark's note for a CPU without int8 dot products."""
+import platform
+
+from mobileone_dense.benchmark.common import machine_info
+from mobileone_dense.benchmark.deploy_report import int8_note
+from mobileone_dense.utils import cpu
+
+ARM_CPUINFO = """processor\t: 0
+BogoMIPS\t: 50.00
+Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm asimddp i8mm bf16
+CPU implementer\t: 0x41
+"""
+
+
+def test_x86_int8_dot_products_come_from_torchs_capabilities(monkeypatch):
+    monkeypatch.setattr(cpu, 'capabilities', lambda: {'avx2': True, 'avx512_vnni': True,
+                                                      'avx_vnni': False})
+    monkeypatch.setattr(platform, 'machine', lambda: 'x86_64')
+    assert cpu.int8_dot_instructions() == ['AVX512-VNNI']
+    monkeypatch.setattr(cpu, 'capabilities', lambda: {'avx2': True, 'cpu_name': 'AMD EPYC'})
+    assert cpu.int8_dot_instructions() == []
+    assert cpu.cpu_name() == 'AMD EPYC'
+
+
+def test_arm_int8_dot_products_come_from_cpuinfo(monkeypatch, tmp_path):
+    info = tmp_path / 'cpuinfo'
+    info.write_text(ARM_CPUINFO)
+    monkeypatch.setattr(cpu, 'capabilities', lambda: {})
+    monkeypatch.setattr(platform, 'machine', lambda: 'aarch64')
+    assert cpu.int8_dot_instructions(info) == ['Arm dotprod', 'Arm I8MM']
+    info.write_text(ARM_CPUINFO.replace(' asimddp i8mm', ''))
+    assert cpu.int8_dot_instructions(info) == []
+    assert cpu.int8_dot_instructions(tmp_path / 'missing') == []
+
+
+def test_machine_info_names_the_instruction_sets():
+    info = machine_info()
+    assert info['cpu_name'] and info['cores'] >= 1
+    assert info['int8_dot'] == cpu.int8_dot_instructions()
+    assert info['bf16'] == cpu.bf16_instructions()
+
+
+def test_deploy_notes_a_cpu_without_int8_dot_products():
+    (note,) = int8_note(dict(cpu='x86_64', cpu_name='AMD EPYC', int8_dot=[]))
+    assert 'AMD EPYC' in note and 'no int8 dot-product instructions' in note
+    assert int8_note(dict(cpu='x86_64', cpu_name='Xeon', int8_dot=['AVX512-VNNI'])) == []
