@@ -34,7 +34,7 @@ pip install -q "torch==2.13.0"
 # pkg_resources, which mmengine needs at run time for mmdet::/mmseg:: base configs.
 pip install -q "setuptools<70" wheel ninja psutil numpy
 if ! "$venv/bin/python" -c "import mmcv.ops" 2>/dev/null; then
-  echo "install: building mmcv 2.1.0 with its ops (about 9 minutes on 2 cores the first time;"
+  echo "install: building mmcv 2.1.0 with its ops (10-30 minutes on 2 cores the first time;"
   echo "         pip caches the wheel, so later installs are fast)"
   MMCV_WITH_OPS=1 pip install --no-build-isolation "mmcv==2.1.0"
   "$venv/bin/python" -c "import mmcv.ops" || {
