@@ -25,7 +25,7 @@ demo_options "train_dataloader.dataset.data_root=$data/" "val_dataloader.dataset
   "val_evaluator.ann_file=$data/annotations/instances_val.json" \
   "test_evaluator.ann_file=$data/annotations/instances_val.json"
 
-echo "demo-det: training $config ($procs process(es), 7-8 minutes on 2 cores, by the hour; log $log)"
+echo "demo-det: training $config ($procs process(es), $(demo_expect 7-8 14-19); log $log)"
 demo_train "$config" "$work" 29517
 trained=$SECONDS
 

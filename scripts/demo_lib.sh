@@ -11,9 +11,10 @@
 # the config dump, warnings) goes to $work/demo.log, and mmengine's own log of each run to
 # $work/<timestamp>/<timestamp>.log. A failing step prints its error and the end of demo.log.
 #
-# After `demo_setup TAG` (with $work set): $py, $data, $procs, $start (seconds), $log (emptied
-# $work/demo.log) and the array $opts (the --cfg-options that point the config at $data, plus
-# DEMO_CFG_OPTIONS).
+# After `demo_setup TAG` (with $work set): $py, $data, $procs, $start ($SECONDS), $started (the
+# same moment in seconds since the epoch, for tools/demo_summary.py), $log (emptied
+# $work/demo.log), the array $opts (the --cfg-options that point the config at $data, plus
+# DEMO_CFG_OPTIONS), and $precision and the array $amp (demo_precision).
 
 demo_setup() {
   tag=$1
@@ -21,6 +22,7 @@ demo_setup() {
   data="${DEMO_DATA:-data/demo}"
   procs="${DEMO_PROCS:-2}"
   start=$SECONDS
+  started=$(date +%s.%N)
   if [ ! -x "$py" ]; then
     echo "$tag: no $py yet, installing first (make install)"
     bash scripts/install.sh
@@ -35,6 +37,33 @@ demo_setup() {
   log="$work/demo.log"
   : >"$log"
   opts=()
+  demo_precision
+}
+
+# demo_precision: sets $precision (bfloat16 or float32) and the array $amp (tools/train.py's
+# --amp, or nothing). bfloat16 autocast where the CPU computes in bfloat16 (AVX512-BF16 or AMX
+# on x86, BF16 on Arm): about 1.5x the images per second of float32. A CPU without it (an AMD
+# Zen 3, most laptops) trains in float32, about twice as long as the demos' bfloat16 times.
+# DEMO_AMP=0 trains in float32, DEMO_AMP=1 insists on bfloat16.
+demo_precision() {
+  amp=()
+  precision=float32
+  if [ "${DEMO_AMP:-auto}" = 1 ] || { [ "${DEMO_AMP:-auto}" = auto ] \
+      && grep -qwE 'avx512_bf16|amx_bf16|bf16' /proc/cpuinfo 2>/dev/null; }; then
+    amp=(--amp)
+    precision=bfloat16
+  fi
+}
+
+# demo_expect BF16_MINUTES FP32_MINUTES: the training time to announce, for $precision.
+demo_expect() {
+  if [ "$precision" = bfloat16 ]; then
+    echo "$1 minutes on 2 cores in bfloat16, by the hour"
+  elif [ "${DEMO_AMP:-auto}" = 0 ]; then
+    echo "float32 as DEMO_AMP=0 asks, up to $2 minutes on 2 cores"
+  else
+    echo "$2 minutes on 2 cores in float32: this CPU has no bfloat16 instructions"
+  fi
 }
 
 # demo_options KEY=VALUE...: the config overrides (data root) this demo needs for $data.
@@ -113,13 +142,6 @@ demo_train() {
   if [ -t 1 ]; then  # a line every iteration, which demo_show_progress redraws in place
     export MOBILEONE_DENSE_PROGRESS=each
   fi
-  # bfloat16 autocast (tools/train.py --amp) where the CPU computes in bfloat16: about 1.5x the
-  # images per second of float32. DEMO_AMP=0 trains in float32, DEMO_AMP=1 insists.
-  local amp=()
-  if [ "${DEMO_AMP:-auto}" = 1 ] || { [ "${DEMO_AMP:-auto}" = auto ] \
-      && grep -qwE 'avx512_bf16|amx_bf16' /proc/cpuinfo 2>/dev/null; }; then
-    amp=(--amp)
-  fi
   # tools/test.py evaluates the trained model next; without this mmengine would also validate
   # at the last iteration (val_interval past the end does not stop that), costing 10-20 s.
   local no_val=(--cfg-options train_cfg.val_begin=1000000000)
@@ -172,6 +194,6 @@ demo_finish() {
     demo_failed "$drawing_what" "$status"
   fi
   "$py" tools/demo_summary.py write "$work" --demo "$demo" --tag "$tag" \
-    --wall-time $((SECONDS - start)) --train-time $((trained - start)) --pictures "$pictures" \
+    --started "$started" --train-time $((trained - start)) --pictures "$pictures" \
     --log "$log"
 }
