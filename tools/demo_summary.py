@@ -1,6 +1,6 @@
 """The results of `make demo`: each demo's summary.json, and the table that ends the demo.
 
-    python tools/demo_summary.py write WORK_DIR --demo detection|segmentation --wall-time S
+    python tools/demo_summary.py write WORK_DIR --demo detection|segmentation --started T
                                  --train-time S --pictures DIR [--log FILE] [--tag TAG]
     python tools/demo_summary.py table [WORK_DIR_OR_SUMMARY_JSON ...]
 
@@ -9,7 +9,9 @@
 iterations, s/iteration, first and last logged loss) and, for segmentation, the per-class IoU
 table tools/test.py logged to ``--log``; it writes ``WORK_DIR/summary.json`` and prints the
 demo's result lines. ``table`` prints one row per summary (default: the two demos' work dirs):
-demo, metric, target, pass or FAIL, wall time, s/iteration and where the pictures are.
+demo, metric, target, pass or FAIL, wall time, s/iteration and where the pictures are. The
+wall time runs from ``--started`` (the demo's start, in seconds since the epoch) to the writing
+of the summary, so it holds this tool's own start-up too.
 Targets: box mAP >= 0.5; mIoU >= 70% with no class below 50% IoU.
 """
 from __future__ import annotations
@@ -18,6 +20,7 @@ import json
 import math
 import re
 import sys
+import time
 from pathlib import Path
 
 from mobileone_dense.utils import cli
@@ -35,7 +38,8 @@ def parse_args(argv=None):
     write = commands.add_parser('write', help="write a demo's summary.json")
     write.add_argument('work_dir')
     write.add_argument('--demo', required=True, choices=['detection', 'segmentation'])
-    write.add_argument('--wall-time', type=float, required=True, help='seconds')
+    write.add_argument('--started', type=float, required=True,
+                       help="the demo's start in seconds since the epoch (date +%%s.%%N)")
     write.add_argument('--train-time', type=float, required=True, help='seconds')
     write.add_argument('--pictures', required=True, help='the folder of drawn predictions')
     write.add_argument('--log', help="tools/test.py's output (default: WORK_DIR/demo.log)")
@@ -92,6 +96,7 @@ def training(work_dir: Path) -> dict:
 
 def write(args) -> None:
     work = Path(args.work_dir)
+    wall_time = round(time.time() - args.started, 1)
     metrics_file = work / 'test_metrics.json'
     cli.check_file(metrics_file, 'Metrics file (tools/test.py writes it)')
     tested = json.loads(metrics_file.read_text())
@@ -118,7 +123,7 @@ def write(args) -> None:
         result = f'mIoU {fmt(value, ".1f")}%' + (
             f', worst class {worst} {measured[worst]:.1f}% IoU' if worst else '')
     pictures = Path(args.pictures)
-    summary.update(wall_time_s=args.wall_time, train_time_s=args.train_time,
+    summary.update(wall_time_s=wall_time, train_time_s=args.train_time,
                    **training(work), pictures=str(pictures), curves=str(work / 'curves.png'),
                    log=str(args.log or work / 'demo.log'), config=tested.get('config'))
     out = work / 'summary.json'
@@ -133,7 +138,7 @@ def write(args) -> None:
     pngs = len(list(pictures.glob('*.png')))
     lines += [f'pictures {pictures}/ ({pngs} PNGs), curves {summary["curves"]}',
               f'full log {summary["log"]}; summary {out}',
-              f'wall time {args.wall_time:.0f} s (training {args.train_time:.0f} s, '
+              f'wall time {wall_time:.0f} s (training {args.train_time:.0f} s, '
               f'{fmt(summary["s_per_iter"], ".2f")} s/iteration)']
     print('\n'.join(tag + line for line in lines), flush=True)
 
