@@ -6,11 +6,9 @@ from mobileone_dense.benchmark.common import machine_info
 from mobileone_dense.benchmark.deploy_report import int8_note
 from mobileone_dense.utils import cpu
 
-ARM_CPUINFO = """processor\t: 0
-BogoMIPS\t: 50.00
-Features\t: fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm asimddp i8mm bf16
-CPU implementer\t: 0x41
-"""
+ARM_CPUINFO = ('processor\t: 0\nBogoMIPS\t: 50.00\n'
+               'Features\t: fp asimd evtstrm aes pmull sha1 crc32 atomics asimddp i8mm bf16\n'
+               'CPU implementer\t: 0x41\n')
 
 
 def test_x86_int8_dot_products_come_from_torchs_capabilities(monkeypatch):
