@@ -42,8 +42,9 @@ demo_setup() {
 
 # demo_precision: sets $precision (bfloat16 or float32) and the array $amp (tools/train.py's
 # --amp, or nothing). bfloat16 autocast where the CPU computes in bfloat16 (AVX512-BF16 or AMX
-# on x86, BF16 on Arm): about 1.5x the images per second of float32. A CPU without it (an AMD
-# Zen 3, most laptops) trains in float32, about twice as long as the demos' bfloat16 times.
+# on x86, BF16 on Arm): about 1.5x the images per second of float32. A CPU without it trains in
+# float32: on an AMD EPYC (AVX2), 2.2-2.5x the time of an iteration in bfloat16 on the Intel CPU
+# the demos' schedules were set on (docs/training.md).
 # DEMO_AMP=0 trains in float32, DEMO_AMP=1 insists on bfloat16.
 demo_precision() {
   amp=()
