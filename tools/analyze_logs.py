@@ -10,10 +10,17 @@ default ``WORK_DIR/curves.png``.
 """
 from __future__ import annotations
 
+import importlib.util
 import sys
 
-from mobileone_dense.utils import cli
-from mobileone_dense.utils.logs import default_out, draw, find_log, read_log
+if 'mobileone_dense' not in sys.modules:
+    # Reading logs needs none of the models: stand the package up without running its
+    # __init__, which imports torch, mmdet and mmseg to register the models (6-12 s a start).
+    sys.modules['mobileone_dense'] = importlib.util.module_from_spec(
+        importlib.util.find_spec('mobileone_dense'))
+
+from mobileone_dense.utils import cli  # noqa: E402
+from mobileone_dense.utils.logs import default_out, draw, find_log, read_log  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -39,4 +46,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(cli.run_tool(main))
+    cli.run_tool_and_exit(main)

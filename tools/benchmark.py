@@ -7,7 +7,6 @@ Prints a markdown table and writes it, with the raw figures, as JSON (``--out``)
 """
 import argparse
 import importlib
-import sys
 
 import mobileone_dense  # noqa: F401  (registers MobileOne, applies the compat fixes)
 from mobileone_dense.benchmark.common import WORK_DIR, save_json
@@ -37,4 +36,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == '__main__':
-    sys.exit(cli.run_tool(main))
+    cli.run_tool_and_exit(main)

@@ -24,7 +24,6 @@ Evaluate any of them with the config's own metric, or use the fused pair as any 
     python tools/test.py CONFIG DIR/model_int8.tflite
     python tools/test.py DIR/deploy_config.py DIR/fused.pth
 """
-import sys
 
 from mmengine.config import DictAction
 
@@ -77,4 +76,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == '__main__':
-    sys.exit(cli.run_tool(main))
+    cli.run_tool_and_exit(main)

@@ -13,7 +13,6 @@ on the CPU: each image is resized to the size the model was exported with and it
 are mapped back to the image, then drawn by the same visualizer, with the class names (and
 colours) of the config's test dataset.
 """
-import sys
 from pathlib import Path
 
 from mobileone_dense.apis import load_config
@@ -104,4 +103,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(cli.run_tool(main))
+    cli.run_tool_and_exit(main)

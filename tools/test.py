@@ -24,7 +24,6 @@ into DIR/<image name>. ``--launcher`` does not apply: the runtime runs in this o
 import json
 import os
 import os.path as osp
-import sys
 import time
 
 from mobileone_dense.apis import check_checkpoint_file, drop_pretrained
@@ -120,6 +119,7 @@ def main(argv=None):
         if args.out is not None:
             runner.test_evaluator.metrics.append(task_of(cfg).dump_metric(args.out))
         metrics, rank = runner.test(), runner.rank
+    cli.stop_dataloader_workers(runner)
     del runner  # its DDP wrapper holds the process group
     cli.close_distributed()
 
@@ -130,4 +130,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    sys.exit(cli.run_tool(main))
+    cli.run_tool_and_exit(main)

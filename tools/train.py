@@ -9,7 +9,6 @@ alone continues from the last checkpoint there; ``--resume PATH`` from that chec
 """
 import glob
 import os.path as osp
-import sys
 import zipfile
 
 from mobileone_dense.apis import check_checkpoint_file
@@ -100,9 +99,10 @@ def main(argv=None):
     with reading_annotations(cfg, loaders):
         runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
         runner.train()
+    cli.stop_dataloader_workers(runner)
     del runner  # its DDP wrapper holds the process group
     cli.close_distributed()
 
 
 if __name__ == '__main__':
-    sys.exit(cli.run_tool(main))
+    cli.run_tool_and_exit(main)

@@ -9,13 +9,13 @@ import os
 import os.path as osp
 import sys
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, NoReturn, Optional, Sequence
 
 from ..errors import USER_ERRORS, EnvironmentBrokenError, UsageError
 
-__all__ = ['UsageError', 'USER_ERRORS', 'run_tool', 'user_message', 'check_file', 'tool_parser',
-           'add_runner_arguments', 'runner_config', 'setup_cpu_distributed',
-           'close_distributed']
+__all__ = ['UsageError', 'USER_ERRORS', 'run_tool', 'run_tool_and_exit', 'user_message',
+           'check_file', 'tool_parser', 'add_runner_arguments', 'runner_config',
+           'setup_cpu_distributed', 'stop_dataloader_workers', 'close_distributed']
 
 
 def check_environment() -> None:
@@ -68,6 +68,23 @@ def run_tool(main: Callable[[Optional[Sequence[str]]], object],
     finally:
         _forget_loggers(before)
     return status if isinstance(status, int) else 0
+
+
+def run_tool_and_exit(main: Callable[[Optional[Sequence[str]]], object]) -> NoReturn:
+    """A tool's ``if __name__ == '__main__'`` line: :func:`run_tool`, then exit with its status.
+
+    Before exiting it collects the garbage once (so the finalizers of whatever the tool
+    dropped run) and freezes what is still alive (:func:`gc.freeze`): at exit CPython runs
+    several full collections over every live object, and with torch, mmdet and mmseg imported
+    they took 3.2 s of every tool's exit on a 2-core AMD EPYC, 0.5 s once frozen. Exit
+    handlers and module teardown still run as usual. Not for a process that goes on (a test
+    calls :func:`run_tool`), which would keep its frozen objects out of the collector.
+    """
+    status = run_tool(main)
+    import gc
+    gc.collect()
+    gc.freeze()
+    sys.exit(status)
 
 
 def _logger_names() -> set:
@@ -166,6 +183,38 @@ def setup_cpu_distributed(cfg, launcher: str) -> bool:
     wrapper['device_ids'] = None
     cfg.model_wrapper_cfg = wrapper
     return True
+
+
+def stop_dataloader_workers(runner) -> int:
+    """Stop the worker processes of ``runner``'s data loaders now, while the runner holds them.
+
+    Call it when ``runner.train()`` or ``runner.test()`` has returned, before ``del runner``.
+    Left to the garbage collector, a loader's iterator is freed in one reference cycle with the
+    Runner, and the collector clears that cycle's weak references before it calls ``__del__``:
+    the finalizer of each worker's ``multiprocessing`` index queue stops the thread that sends
+    to it, so the iterator's ``__del__`` then queues the workers' stop signal where nothing
+    sends it, waits torch's ``MP_STATUS_CHECK_INTERVAL`` (5 s) for each worker, and kills it.
+    Stopping them here takes a fraction of a second. Loops that were never built (still config
+    dicts) are skipped.
+
+    Returns:
+        How many iterators with worker processes were stopped.
+    """
+    iterators = []
+    for name in ('_train_loop', '_val_loop', '_test_loop'):
+        loop = getattr(runner, name, None)  # the properties would build a loop not built yet
+        loader = getattr(loop, 'dataloader', None)
+        # A DataLoader with persistent workers keeps its iterator; mmengine's iteration-based
+        # loop keeps an endless wrapper around one.
+        iterators.append(getattr(loader, '_iterator', None))
+        iterators.append(getattr(getattr(loop, 'dataloader_iterator', None), '_iterator', None))
+    stopped = set()
+    for iterator in iterators:
+        shutdown = getattr(iterator, '_shutdown_workers', None)
+        if shutdown is not None and id(iterator) not in stopped:
+            shutdown()
+            stopped.add(id(iterator))
+    return len(stopped)
 
 
 def close_distributed() -> None:

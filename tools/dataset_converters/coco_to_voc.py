@@ -20,7 +20,6 @@ covers them. Smaller objects are painted over larger ones, so people stay visibl
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -158,4 +157,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(cli.run_tool(main))
+    cli.run_tool_and_exit(main)
