@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install test lint demo benchmark clean
+.PHONY: install test lint demo demo-runs benchmark clean
 
 install:
 	bash scripts/install.sh
@@ -21,6 +21,12 @@ demo: install
 	bash scripts/demo_segmentation.sh
 	@echo
 	@$(PY) tools/demo_summary.py table work_dirs/demo_detection work_dirs/demo_segmentation
+
+# Each demo RUNS times in a row (default 3), each run in work_dirs/demo_runs/<demo>_<i>, then one
+# table of every run with the time limit (8 minutes) and the count of runs that met the target.
+RUNS ?= 3
+demo-runs: install
+	bash scripts/demo_runs.sh $(RUNS)
 
 benchmark: install
 	$(PY) tools/benchmark.py backbone

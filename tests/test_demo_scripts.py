@@ -166,3 +166,77 @@ def test_a_failing_step_shows_its_error(tmp_path):
     errors = [ln for ln in result.stderr.splitlines() if ln.startswith('error: ')]
     assert len(errors) == 1 and 'missing.json' in errors[0], result.stderr
     assert 'Traceback' not in result.stdout + result.stderr
+
+
+def fake_summary(work, demo: str, passed: bool, wall: float, rate: float) -> None:
+    """A summary.json as tools/demo_summary.py write leaves it (the fields the table reads)."""
+    work.mkdir(parents=True)
+    summary = dict(demo=demo, metric='box mAP', value=0.52 if passed else 0.45,
+                   target='box mAP >= 0.5', passed=passed, wall_time_s=wall, s_per_iter=rate,
+                   pictures=str(work / 'pictures'))
+    if demo == 'segmentation':
+        summary.update(metric='mIoU', value=85.7, target='mIoU >= 70%, every class >= 50%',
+                       worst_class=dict(name='star', iou=72.8))
+    (work / 'summary.json').write_text(json.dumps(summary))
+
+
+def test_summary_table_counts_the_runs_of_each_demo(tmp_path, capsys):
+    runs = [('detection', True, 463.0, 0.72), ('detection', False, 480.4, 0.76),
+            ('detection', True, 455.0, 0.74), ('segmentation', True, 378.0, 0.68)]
+    works = [tmp_path / f'run_{i}' for i in range(len(runs))]
+    for work, run in zip(works, runs):
+        fake_summary(work, *run)
+    status, out, err = demo_summary('table', '--time-limit', 480, *works, capsys=capsys)
+    assert status == 0, err
+    lines = out.splitlines()
+    assert lines[0].split()[:8] == ['demo', 'metric', 'target', 'result', 'wall', 'time', '<=',
+                                    '480']
+    # 480.4 s shows as 480 s but is over the limit
+    assert [ln.split('  ')[0].strip() for ln in lines[1:5]] == [r[0] for r in runs]
+    assert [re.search(r' (yes|NO) ', ln)[1] for ln in lines[1:5]] == ['yes', 'NO', 'yes', 'yes']
+    assert lines[5] == ('detection: target met in 2 of 3 runs, within 480 s in 2 of 3 '
+                        '(wall time 455-480 s, 0.72-0.76 s/iteration)')
+    assert lines[6] == ('segmentation: target met in 1 of 1 runs, within 480 s in 1 of 1 '
+                        '(wall time 378 s, 0.68 s/iteration)')
+    assert len(lines) == 7
+    # without a limit: no time column, and a count only for a demo with several runs
+    status, out, err = demo_summary('table', *works, capsys=capsys)
+    assert status == 0 and '<=' not in out and ' NO ' not in out, out
+    assert out.splitlines()[5:] == [
+        'detection: target met in 2 of 3 runs (wall time 455-480 s, 0.72-0.76 s/iteration)']
+
+
+def test_summary_table_refuses_a_time_limit_of_zero(tmp_path, capsys):
+    fake_summary(tmp_path / 'run', 'detection', True, 400.0, 0.7)
+    status, _, err = demo_summary('table', '--time-limit', 0, tmp_path / 'run', capsys=capsys)
+    assert 'must be a number of seconds above 0' in error_line(status, err)
+
+
+def test_demo_runs_script(tmp_path):
+    """scripts/demo_runs.sh 2 detection: two detection demos in a row, then their table."""
+    data = make_demo_data(tmp_path / 'demo')
+    env = dict(tool_env(), DEMO_DATA=str(data), DEMO_RUNS_DIR=str(tmp_path / 'runs'),
+               DEMO_PROCS='1', DEMO_CFG_OPTIONS=f'train_cfg.max_iters=2 {LOG_EACH_ITER}',
+               DEMO_TIME_LIMIT='3600', PORT=str(free_port()), PYTHON=sys.executable)
+    env.pop('MOBILEONE_DENSE_PROGRESS', None)
+    result = subprocess.run(['bash', str(ROOT / 'scripts/demo_runs.sh'), '2', 'detection'],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    out = result.stdout
+    for i in (1, 2):
+        work = tmp_path / 'runs' / f'detection_{i}'
+        assert f'== demo_runs: detection, run {i} of 2, into ' in out
+        summary = json.loads((work / 'summary.json').read_text())
+        assert summary['iterations'] == 2 and summary['demo'] == 'detection'
+        assert f'{work / "pictures"}/' in out
+    assert 'segmentation' not in out
+    assert re.search(r'^detection: target met in [012] of 2 runs, within 3600 s in 2 of 2 '
+                     r'\(wall time \d+(-\d+)? s, [\d.]+(-[\d.]+)? s/iteration\)$', out, re.M), out
+
+
+def test_demo_runs_script_refuses_bad_arguments(tmp_path):
+    for args, what in ((['0'], "not '0'"), (['2', 'dogs'], "'dogs' is not a demo")):
+        result = subprocess.run(['bash', str(ROOT / 'scripts/demo_runs.sh'), *args], cwd=ROOT,
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2 and what in result.stderr, result.stderr
+        assert result.stdout == '', result.stdout  # no demo started

@@ -2,16 +2,19 @@
 
     python tools/demo_summary.py write WORK_DIR --demo detection|segmentation --started T
                                  --train-time S --pictures DIR [--log FILE] [--tag TAG]
-    python tools/demo_summary.py table [WORK_DIR_OR_SUMMARY_JSON ...]
+    python tools/demo_summary.py table [WORK_DIR_OR_SUMMARY_JSON ...] [--time-limit S]
 
 ``write`` (run by scripts/demo_detection.sh and scripts/demo_segmentation.sh) reads the demo's
 ``test_metrics.json`` (tools/test.py), its training log (``<timestamp>/vis_data/scalars.json``:
 iterations, s/iteration, first and last logged loss) and, for segmentation, the per-class IoU
 table tools/test.py logged to ``--log``; it writes ``WORK_DIR/summary.json`` and prints the
 demo's result lines. ``table`` prints one row per summary (default: the two demos' work dirs):
-demo, metric, target, pass or FAIL, wall time, s/iteration and where the pictures are. The
-wall time runs from ``--started`` (the demo's start, in seconds since the epoch) to the writing
-of the summary, so it holds this tool's own start-up too.
+demo, metric, target, pass or FAIL, wall time, s/iteration and where the pictures are; with
+``--time-limit S``, whether each run took at most S seconds. Where a demo has several runs
+(scripts/demo_runs.sh), a line per demo then counts them: in how many the target was met, in
+how many the time limit held, the range of wall times and of s/iteration. The wall time runs
+from ``--started`` (the demo's start, in seconds since the epoch) to the writing of the
+summary, so it holds this tool's own start-up too.
 Targets: box mAP >= 0.5; mIoU >= 70% with no class below 50% IoU.
 """
 from __future__ import annotations
@@ -23,6 +26,7 @@ import re
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 if 'mobileone_dense' not in sys.modules:
     # Summing up a demo needs none of the models: stand the package up without running its
@@ -54,7 +58,13 @@ def parse_args(argv=None):
     table = commands.add_parser('table', help='print the table of the demos')
     table.add_argument('summaries', nargs='*', default=list(DEFAULT_DIRS),
                        help='summary.json files or the work dirs holding them')
-    return parser.parse_args(argv)
+    table.add_argument('--time-limit', type=float, metavar='S',
+                       help='seconds each run should take at most (e.g. 480)')
+    args = parser.parse_args(argv)
+    if getattr(args, 'time_limit', None) is not None and not args.time_limit > 0:
+        raise cli.UsageError(f'--time-limit {args.time_limit:g} must be a number of seconds '
+                             f'above 0.')
+    return args
 
 
 def finite(value):
@@ -175,12 +185,49 @@ def row(summary: dict) -> list:
             summary['pictures'].rstrip('/') + '/']
 
 
+def within(summary: dict, limit: float) -> bool:
+    return summary['wall_time_s'] <= limit
+
+
+def span(values: list, spec: str) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return 'n/a'
+    low, high = format(min(values), spec), format(max(values), spec)
+    return low if low == high else f'{low}-{high}'
+
+
+def tally(demo: str, summaries: list, limit: Optional[float]) -> str:
+    """One line counting a demo's runs: target met, time limit held, wall times, s/iteration."""
+    n = len(summaries)
+    line = f'{demo}: target met in {sum(s["passed"] for s in summaries)} of {n} runs'
+    if limit is not None:
+        line += f', within {limit:g} s in {sum(within(s, limit) for s in summaries)} of {n}'
+    walls = span([s['wall_time_s'] for s in summaries], '.0f')
+    rates = span([s.get('s_per_iter') for s in summaries], '.2f')
+    return f'{line} (wall time {walls} s, {rates} s/iteration)'
+
+
 def table(args) -> None:
+    summaries = [load_summary(path) for path in args.summaries]
+    limit = args.time_limit
     rows = [['demo', 'metric', 'target', 'result', 'wall time', 's/iter', 'pictures']]
-    rows += [row(load_summary(path)) for path in args.summaries]
+    if limit is not None:
+        rows[0].insert(5, f'<= {limit:g} s')
+    for summary in summaries:
+        cells = row(summary)
+        if limit is not None:
+            cells.insert(5, 'yes' if within(summary, limit) else 'NO')
+        rows.append(cells)
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print('  '.join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip(), flush=True)
+    runs = {}
+    for summary in summaries:
+        runs.setdefault(summary['demo'], []).append(summary)
+    for demo, of_demo in runs.items():
+        if len(of_demo) > 1 or limit is not None:
+            print(tally(demo, of_demo, limit), flush=True)
 
 
 def main(argv=None):
