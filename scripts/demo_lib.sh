@@ -14,7 +14,7 @@
 # After `demo_setup TAG` (with $work set): $py, $data, $procs, $start ($SECONDS), $started (the
 # same moment in seconds since the epoch, for tools/demo_summary.py), $log (emptied
 # $work/demo.log), the array $opts (the --cfg-options that point the config at $data, plus
-# DEMO_CFG_OPTIONS), and $precision and the array $amp (demo_precision).
+# DEMO_CFG_OPTIONS), and $precision, $precision_why and the array $amp (demo_precision).
 
 demo_setup() {
   tag=$1
@@ -40,31 +40,35 @@ demo_setup() {
   demo_precision
 }
 
-# demo_precision: sets $precision (bfloat16 or float32) and the array $amp (tools/train.py's
-# --amp, or nothing). bfloat16 autocast where the CPU computes in bfloat16 (AVX512-BF16 or AMX
-# on x86, BF16 on Arm): about 1.5x the images per second of float32. A CPU without it trains in
+# demo_precision: sets $precision (bfloat16 or float32), $precision_why (why float32: "asked"
+# by DEMO_AMP=0, or "no-bf16" on a CPU without it) and the array $amp (tools/train.py's --amp,
+# or nothing). bfloat16 autocast where the CPU computes in bfloat16 (AVX512-BF16 or AMX on x86,
+# BF16 on Arm): about 1.5x the images per second of float32. A CPU without it trains in
 # float32: on an AMD EPYC (AVX2), 2.2-2.5x the time of an iteration in bfloat16 on the Intel CPU
 # the demos' schedules were set on (docs/training.md).
 # DEMO_AMP=0 trains in float32, DEMO_AMP=1 insists on bfloat16.
 demo_precision() {
   amp=()
   precision=float32
-  if [ "${DEMO_AMP:-auto}" = 1 ] || { [ "${DEMO_AMP:-auto}" = auto ] \
-      && grep -qwE 'avx512_bf16|amx_bf16|bf16' /proc/cpuinfo 2>/dev/null; }; then
-    amp=(--amp)
-    precision=bfloat16
-  fi
+  precision_why=no-bf16
+  case "${DEMO_AMP:-auto}" in
+    0) precision_why=asked ;;
+    1) amp=(--amp) precision=bfloat16 precision_why= ;;
+    *)
+      if grep -qwE 'avx512_bf16|amx_bf16|bf16' /proc/cpuinfo 2>/dev/null; then
+        amp=(--amp) precision=bfloat16 precision_why=
+      fi
+      ;;
+  esac
 }
 
 # demo_expect BF16_MINUTES FP32_MINUTES: the training time to announce, for $precision.
 demo_expect() {
-  if [ "$precision" = bfloat16 ]; then
-    echo "$1 minutes on 2 cores in bfloat16, by the hour"
-  elif [ "${DEMO_AMP:-auto}" = 0 ]; then
-    echo "float32 as DEMO_AMP=0 asks, up to $2 minutes on 2 cores"
-  else
-    echo "$2 minutes on 2 cores in float32: this CPU has no bfloat16 instructions"
-  fi
+  case "$precision/$precision_why" in
+    bfloat16/*) echo "$1 minutes on 2 cores in bfloat16, by the hour" ;;
+    float32/asked) echo "float32 as DEMO_AMP=0 asks, up to $2 minutes on 2 cores" ;;
+    *) echo "$2 minutes on 2 cores in float32: this CPU has no bfloat16 instructions" ;;
+  esac
 }
 
 # demo_options KEY=VALUE...: the config overrides (data root) this demo needs for $data.

@@ -240,3 +240,27 @@ def test_demo_runs_script_refuses_bad_arguments(tmp_path):
                                 capture_output=True, text=True, timeout=60)
         assert result.returncode == 2 and what in result.stderr, result.stderr
         assert result.stdout == '', result.stdout  # no demo started
+
+
+def demo_precision(amp: str) -> list:
+    """$precision, $precision_why, the --amp flag and demo_expect's sentence, as
+    scripts/demo_lib.sh decides them with DEMO_AMP=amp."""
+    script = ('source scripts/demo_lib.sh; demo_precision; printf "%s\\n" "$precision" '
+              '"$precision_why" "${amp[*]:-}" "$(demo_expect 7-8 14-19)"')
+    result = subprocess.run(['bash', '-c', script], cwd=ROOT, capture_output=True, text=True,
+                            env=dict(tool_env(), DEMO_AMP=amp), timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()
+
+
+def test_demo_precision_follows_demo_amp_and_the_cpu():
+    assert demo_precision('0') == ['float32', 'asked', '',
+                                   'float32 as DEMO_AMP=0 asks, up to 14-19 minutes on 2 cores']
+    assert demo_precision('1') == ['bfloat16', '', '--amp',
+                                   '7-8 minutes on 2 cores in bfloat16, by the hour']
+    # auto: the script's look at /proc/cpuinfo must agree with what tools/train.py --amp checks
+    from mobileone_dense.utils.cpu import bf16_instructions
+    expected = demo_precision('1') if bf16_instructions() else [
+        'float32', 'no-bf16', '',
+        '14-19 minutes on 2 cores in float32: this CPU has no bfloat16 instructions']
+    assert demo_precision('auto') == expected
