@@ -24,7 +24,7 @@ demo_setup demo-seg
 demo_options "train_dataloader.dataset.data_root=$data" "val_dataloader.dataset.data_root=$data" \
   "test_dataloader.dataset.data_root=$data"
 
-echo "demo-seg: training $config ($procs process(es), $(demo_expect 6-8 12-14); log $log)"
+echo "demo-seg: training $config ($procs process(es), $(demo_expect 6-8 16-19); log $log)"
 demo_train "$config" "$work" 29518
 trained=$SECONDS
 
