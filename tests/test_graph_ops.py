@@ -1,7 +1,7 @@
-"""The exported graphs' own ops (mobileone_dense/export/graph.py): class-wise NMS, checked
-against mmcv's ``batched_nms`` (what mmdet's heads run) and a hand-worked case, and the folding
-of the normalisation's BGR->RGB swap into the first convolution, checked against the unfolded
-network, its refusals, and the LiteRT file it leaves (no channel-reversal op)."""
+"""The exported graphs' own ops (mobileone_dense/export/): class-wise NMS, both its kernels
+checked against mmcv's ``batched_nms`` (what mmdet's heads run) and hand-worked cases, and the
+folding of the normalisation's BGR->RGB swap into the first convolution, checked against the
+unfolded network, its refusals, and the LiteRT file it leaves (no channel-reversal op)."""
 from __future__ import annotations
 
 import pytest
@@ -9,7 +9,9 @@ import torch
 from torch import nn
 
 import mobileone_dense  # noqa: F401  (registers the custom ops' dependencies)
-from mobileone_dense.export.graph import Normalize, class_nms, fold_channel_swap
+from mobileone_dense.export import nms
+from mobileone_dense.export.graph import Normalize, fold_channel_swap
+from mobileone_dense.export.nms import class_nms
 from mobileone_dense.export.numerics import make_image
 
 
@@ -23,34 +25,118 @@ def _candidates(count: int, classes: int, seed: int = 0):
     return boxes, scores, labels
 
 
+def _per_class(scores: torch.Tensor, labels: torch.Tensor, classes: int) -> torch.Tensor:
+    """The ``CxN`` score rows of :func:`class_nms`: each box's score in its class, -1
+    elsewhere."""
+    dense = torch.full((classes, len(scores)), -1.0)
+    dense[labels, torch.arange(len(scores))] = scores
+    return dense
+
+
+@pytest.fixture(params=['onnxruntime', 'mmcv'])
+def nms_backend(request, monkeypatch):
+    """Each of class_nms's two kernels: ONNX Runtime's, and mmcv's (what runs without
+    onnxruntime)."""
+    if request.param == 'mmcv':
+        monkeypatch.setattr(nms, '_onnxruntime_session', lambda: None)
+    else:
+        assert nms._onnxruntime_session() is not None  # installed by make install
+    return request.param
+
+
 @pytest.mark.parametrize('count,classes,score_thr,max_output',
-                         [(600, 20, 0.0, 100), (3000, 80, 0.3, 200), (50, 3, 0.9, 10)])
-def test_class_nms_matches_mmcv_batched_nms(count, classes, score_thr, max_output):
+                         [(600, 20, 0.0, 100), (3000, 80, 0.3, 200), (50, 3, 0.9, 10),
+                          (400, 2, 0.0, 1000)])
+def test_class_nms_matches_mmcv_batched_nms(nms_backend, count, classes, score_thr,
+                                            max_output):
     from mmcv.ops import batched_nms
     boxes, scores, labels = _candidates(count, classes)
-    keep = class_nms(boxes, scores, labels, 0.45, score_thr, max_output)
+    kept = class_nms(boxes, _per_class(scores, labels, classes), 0.45, score_thr, max_output)
     valid = (scores > score_thr).nonzero().squeeze(1)
-    _, kept = batched_nms(boxes[valid], scores[valid], labels[valid],
-                          dict(type='nms', iou_threshold=0.45))
-    expected = valid[kept][:max_output]
-    assert keep.dtype == torch.long
-    torch.testing.assert_close(keep, expected)
-    assert torch.all(scores[keep][:-1] >= scores[keep][1:])  # by decreasing score
+    _, order = batched_nms(boxes[valid], scores[valid], labels[valid],
+                           dict(type='nms', iou_threshold=0.45))
+    expected = valid[order][:max_output]
+    assert kept.dtype == torch.long and kept.shape == (len(expected), 2)
+    torch.testing.assert_close(kept[:, 1], expected)
+    torch.testing.assert_close(kept[:, 0], labels[expected])
+    assert torch.all(scores[kept[:-1, 1]] >= scores[kept[1:, 1]])  # by decreasing score
 
 
-def test_class_nms_suppresses_within_a_class_only():
+def test_class_nms_suppresses_within_a_class_only(nms_backend):
     box = [10.0, 10.0, 50.0, 50.0]
     shifted = [12.0, 12.0, 52.0, 52.0]  # IoU with box: 38*38 / (2*1600 - 38*38) = 0.82
     far = [100.0, 100.0, 120.0, 120.0]
-    boxes = torch.tensor([box, shifted, box, far])
-    scores = torch.tensor([0.9, 0.8, 0.7, 0.1])
-    labels = torch.tensor([0, 0, 1, 0])
-    # 1 overlaps 0 in its class and goes; 2 overlaps 0 but is another class; 3 is alone
-    assert class_nms(boxes, scores, labels, 0.5, 0.0, 10).tolist() == [0, 2, 3]
-    assert class_nms(boxes, scores, labels, 0.9, 0.0, 10).tolist() == [0, 1, 2, 3]
-    assert class_nms(boxes, scores, labels, 0.5, 0.75, 10).tolist() == [0]
-    assert class_nms(boxes, scores, labels, 0.5, 0.0, 2).tolist() == [0, 2]
-    assert class_nms(boxes, scores, labels, 0.5, 0.95, 10).numel() == 0
+    boxes = torch.tensor([box, shifted, far])
+    # class 0: box 0.9, shifted 0.8, far 0.1; class 1: box 0.7 (the same box, another class)
+    scores = torch.tensor([[0.9, 0.8, 0.1], [0.7, -1.0, -1.0]])
+
+    def kept(iou, score_thr, max_output):
+        return class_nms(boxes, scores, iou, score_thr, max_output).tolist()
+    # shifted overlaps box in its class and goes; box in class 1 stays; far is alone
+    assert kept(0.5, 0.0, 10) == [[0, 0], [1, 0], [0, 2]]
+    assert kept(0.9, 0.0, 10) == [[0, 0], [0, 1], [1, 0], [0, 2]]
+    assert kept(0.5, 0.75, 10) == [[0, 0]]
+    assert kept(0.5, 0.0, 2) == [[0, 0], [1, 0]]
+    assert kept(0.5, 0.95, 10) == []
+    assert class_nms(boxes, scores, 0.5, 0.0, 0).shape == (0, 2)
+
+
+def test_class_nms_ties_come_out_by_class(nms_backend):
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [50.0, 50.0, 60.0, 60.0]])
+    scores = torch.tensor([[0.5, -1.0], [-1.0, 0.6], [-1.0, 0.5]])
+    assert class_nms(boxes, scores, 0.5, 0.0, 10).tolist() == [[1, 1], [0, 0], [2, 1]]
+
+
+def _selection_reference(boxes, scores, levels, cfg):
+    """mmdet's test-time selection written out plainly: per level the ``nms_pre`` best
+    (anchor, class) scores, the score threshold, mmcv's ``batched_nms`` over all of them, the
+    ``max_per_img`` best."""
+    from mmcv.ops import batched_nms
+    classes = scores.shape[1]
+    picked, start = [], 0
+    for count in levels:
+        top, idx = scores[start:start + count].reshape(-1).topk(cfg['nms_pre'])
+        picked.append((top, idx // classes + start, idx % classes))
+        start += count
+    top, anchors, labels = (torch.cat(p) for p in zip(*picked))
+    valid = top > cfg['score_thr']
+    top, anchors, labels = top[valid], anchors[valid], labels[valid]
+    _, order = batched_nms(boxes[anchors], top, labels, cfg['nms'])
+    order = order[:cfg['max_per_img']]
+    return boxes[anchors[order]], top[order], labels[order]
+
+
+@pytest.mark.parametrize('spread', ['apart', 'piled'])
+def test_detector_postprocess_is_mmdets_selection(nms_backend, spread, monkeypatch):
+    """At full load (score threshold 0), with the head start of the best candidates taken
+    (boxes apart: NMS keeps most) and given up (boxes piled on each other: one per class
+    survives, fewer than max_per_img), the detections are those of mmdet's selection; and
+    the same without the head start (as in an exported graph)."""
+    from mmengine.config import ConfigDict
+
+    from mobileone_dense.export.graph import DetectorPostprocess
+    levels, classes = [300, 80, 12], 6
+    cfg = ConfigDict(nms_pre=60, score_thr=0.0, min_bbox_size=0, max_per_img=40,
+                     nms=dict(type='nms', iou_threshold=0.45))
+    boxes, _, _ = _candidates(sum(levels), 1, seed=3)
+    if spread == 'piled':
+        boxes = boxes[:1] + torch.rand(len(boxes), 4, generator=torch.Generator().manual_seed(4))
+    scores = torch.rand(sum(levels), classes, generator=torch.Generator().manual_seed(5))
+    post = DetectorPostprocess(ConfigDict(test_cfg=cfg, num_classes=classes), levels)
+    calls = []
+    nms_runs = post._nms
+    monkeypatch.setattr(post, '_nms', lambda *a: calls.append(1) or nms_runs(*a))
+    expected = _selection_reference(boxes, scores, levels, cfg)
+    actual = post(boxes[None], scores[None])
+    assert len(calls) == (1 if spread == 'apart' else 2)  # head start taken / given up
+    assert len(actual[0]) == (cfg.max_per_img if spread == 'apart' else classes)
+    for a, e in zip(actual, expected):
+        torch.testing.assert_close(a, e)
+    monkeypatch.setattr(torch.compiler, 'is_exporting', lambda: True)
+    calls.clear()
+    for a, e in zip(post(boxes[None], scores[None]), expected):
+        torch.testing.assert_close(a, e)
+    assert len(calls) == 1
 
 
 class _Preprocessor(nn.Module):

@@ -13,7 +13,8 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ExportError
-from .graph import class_nms_onnx, fold_channel_swap
+from .graph import fold_channel_swap
+from .nms import class_nms_onnx
 
 ONNX_OPSET = 18
 

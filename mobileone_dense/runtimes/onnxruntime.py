@@ -41,6 +41,10 @@ def ort_session(path: str | Path, threads: Optional[int] = None, spinning: bool 
         raise
 
 
+#: Set by :func:`ort_use_shared_pool`.
+_SHARED_POOL = False
+
+
 def ort_use_shared_pool(threads: int) -> None:
     """Give the process one ONNX Runtime thread pool (``threads`` intra-op workers, spinning
     between runs, ONNX Runtime's default) for the sessions made with ``shared_pool=True``.
@@ -50,7 +54,15 @@ def ort_use_shared_pool(threads: int) -> None:
     called before the process makes its first session.
     """
     import onnxruntime as ort
+    global _SHARED_POOL
     ort.set_global_thread_pool_sizes(threads, 1)
+    _SHARED_POOL = True
+
+
+def ort_shared_pool_active() -> bool:
+    """Whether :func:`ort_use_shared_pool` gave this process its pool: every session made
+    after it must run on that pool (ONNX Runtime refuses a session with threads of its own)."""
+    return _SHARED_POOL
 
 
 class OnnxRuntimeModel:

@@ -65,14 +65,26 @@ class DetectionTask(Task):
 
     def postprocessor(self, model: nn.Module, input_size: Sequence[int]):
         """mmdet's selection and class-wise NMS (:class:`~..export.graph.DetectorPostprocess`),
-        in PyTorch with mmcv's NMS."""
+        in PyTorch, on one thread.
+
+        One thread, because its work is serial (top-k, NMS) and a second one costs the network
+        that runs next: PyTorch's idle OpenMP worker keeps spinning after an op it shared, on
+        the core that network needs. LiteRT INT8 SSDLite-S0 then post-processing at full load,
+        2 threads, this repository's CPU: 14.8 ms a call with two PyTorch threads, 10.7 ms with
+        one (the network alone: 5.7 ms).
+        """
         from ..export.graph import DetectorNetwork, DetectorPostprocess
         post = DetectorPostprocess(model.bbox_head,
                                    DetectorNetwork(model, input_size).level_anchors).eval()
 
         def run(outputs: Sequence) -> list[Tensor]:
-            with torch.no_grad():
-                return list(post(*(torch.as_tensor(o) for o in outputs[:2])))
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                with torch.no_grad():
+                    return list(post(*(torch.as_tensor(o) for o in outputs[:2])))
+            finally:
+                torch.set_num_threads(threads)
         return run
 
     def predictions(self, model: nn.Module, image: Tensor) -> list[Tensor]:
