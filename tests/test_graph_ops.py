@@ -89,8 +89,8 @@ def test_class_nms_ties_come_out_by_class(nms_backend):
 
 def _selection_reference(boxes, scores, levels, cfg):
     """mmdet's test-time selection written out plainly: per level the ``nms_pre`` best
-    (anchor, class) scores, the score threshold, mmcv's ``batched_nms`` over all of them, the
-    ``max_per_img`` best."""
+    (anchor, class) scores, the score threshold and ``min_bbox_size``, mmcv's ``batched_nms``
+    over all of them, the ``max_per_img`` best."""
     from mmcv.ops import batched_nms
     classes = scores.shape[1]
     picked, start = [], 0
@@ -99,28 +99,33 @@ def _selection_reference(boxes, scores, levels, cfg):
         picked.append((top, idx // classes + start, idx % classes))
         start += count
     top, anchors, labels = (torch.cat(p) for p in zip(*picked))
-    valid = top > cfg['score_thr']
+    wh = boxes[anchors, 2:] - boxes[anchors, :2]
+    valid = (top > cfg['score_thr']) & (wh > cfg['min_bbox_size']).all(1)
     top, anchors, labels = top[valid], anchors[valid], labels[valid]
     _, order = batched_nms(boxes[anchors], top, labels, cfg['nms'])
     order = order[:cfg['max_per_img']]
     return boxes[anchors[order]], top[order], labels[order]
 
 
+@pytest.mark.parametrize('levels', [[300, 80, 12], [500]])
+@pytest.mark.parametrize('score_thr,min_bbox_size', [(0.0, 0), (0.9, 20)])
 @pytest.mark.parametrize('spread', ['apart', 'piled'])
-def test_detector_postprocess_is_mmdets_selection(nms_backend, spread, monkeypatch):
-    """At full load (score threshold 0), with the head start of the best candidates taken
-    (boxes apart: NMS keeps most) and given up (boxes piled on each other: one per class
-    survives, fewer than max_per_img), the detections are those of mmdet's selection; and
-    the same without the head start (as in an exported graph)."""
+def test_detector_postprocess_is_mmdets_selection(nms_backend, spread, score_thr, min_bbox_size,
+                                                  levels, monkeypatch):
+    """The detections are those of mmdet's selection: with the best candidates' head start
+    taken (boxes apart: NMS keeps most) and given up (boxes piled on each other: one per class
+    survives, fewer than max_per_img), at full load (score threshold 0) and with thresholds,
+    and without the head start (as in an exported graph)."""
     from mmengine.config import ConfigDict
 
     from mobileone_dense.export.graph import DetectorPostprocess
-    levels, classes = [300, 80, 12], 6
-    cfg = ConfigDict(nms_pre=60, score_thr=0.0, min_bbox_size=0, max_per_img=40,
-                     nms=dict(type='nms', iou_threshold=0.45))
+    classes = 6
+    cfg = ConfigDict(nms_pre=60, score_thr=score_thr, min_bbox_size=min_bbox_size,
+                     max_per_img=20, nms=dict(type='nms', iou_threshold=0.45))
     boxes, _, _ = _candidates(sum(levels), 1, seed=3)
     if spread == 'piled':
-        boxes = boxes[:1] + torch.rand(len(boxes), 4, generator=torch.Generator().manual_seed(4))
+        jitter = torch.rand(len(boxes), 4, generator=torch.Generator().manual_seed(4))
+        boxes = torch.tensor([[50.0, 50.0, 120.0, 120.0]]) + jitter
     scores = torch.rand(sum(levels), classes, generator=torch.Generator().manual_seed(5))
     post = DetectorPostprocess(ConfigDict(test_cfg=cfg, num_classes=classes), levels)
     calls = []
@@ -128,10 +133,11 @@ def test_detector_postprocess_is_mmdets_selection(nms_backend, spread, monkeypat
     monkeypatch.setattr(post, '_nms', lambda *a: calls.append(1) or nms_runs(*a))
     expected = _selection_reference(boxes, scores, levels, cfg)
     actual = post(boxes[None], scores[None])
-    assert len(calls) == (1 if spread == 'apart' else 2)  # head start taken / given up
-    assert len(actual[0]) == (cfg.max_per_img if spread == 'apart' else classes)
     for a, e in zip(actual, expected):
         torch.testing.assert_close(a, e)
+    if score_thr == 0:
+        assert len(calls) == (1 if spread == 'apart' else 2)  # head start taken / given up
+        assert len(actual[0]) == (cfg.max_per_img if spread == 'apart' else classes)
     monkeypatch.setattr(torch.compiler, 'is_exporting', lambda: True)
     calls.clear()
     for a, e in zip(post(boxes[None], scores[None]), expected):
