@@ -208,7 +208,7 @@ class DetectorPostprocess(nn.Module):
         too. At full load (score threshold 0, 5,480 candidates over 80 classes) this spares
         most of the top-k and ~90% of NMS; else the whole selection follows.
         """
-        num_anchors, num_classes = scores.shape
+        num_classes = scores.shape[1]
         per_level = self.nms_pre if head is None else head
         flat = scores.reshape(-1)  # anchor-major: (anchor, class) -> anchor * C + class
         picked_scores, picked = [], []
