@@ -61,10 +61,11 @@ def _onnxruntime_session():
     """A one-thread ONNX Runtime session of a lone ``NonMaxSuppression`` node (thresholds and
     the per-class cap are inputs), or None without onnxruntime."""
     try:
-        import onnxruntime as ort
+        import onnxruntime  # noqa: F401  (the kernel's runtime)
         from onnx import TensorProto, helper
     except ImportError:
         return None
+    from ..runtimes.onnxruntime import ort_session, ort_shared_pool_active
     inputs = [helper.make_tensor_value_info('boxes', TensorProto.FLOAT, [1, 'N', 4]),
               helper.make_tensor_value_info('scores', TensorProto.FLOAT, [1, 'C', 'N']),
               helper.make_tensor_value_info('max_output', TensorProto.INT64, [1]),
@@ -75,16 +76,10 @@ def _onnxruntime_session():
         [node], 'class_nms', inputs,
         [helper.make_tensor_value_info('selected', TensorProto.INT64, ['K', 3])])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 18)])
-    from ..runtimes.onnxruntime import ort_shared_pool_active
-    options = ort.SessionOptions()
-    if ort_shared_pool_active():
-        options.use_per_session_threads = False
-    else:  # the kernel runs on the calling thread: no pool to wake
-        options.intra_op_num_threads = 1
-        options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), options,
-                                providers=['CPUExecutionProvider'])
+    # One thread: the kernel runs on the calling thread, no pool to wake. A process that gave
+    # ONNX Runtime a shared pool (the benchmarks) must put every session on it.
+    return ort_session(model.SerializeToString(), threads=1,
+                       shared_pool=ort_shared_pool_active())
 
 
 def _nms_onnxruntime(session, boxes: Tensor, scores: Tensor, iou_threshold: float,

@@ -6,12 +6,12 @@ from pathlib import Path
 from typing import Optional
 
 
-def ort_session(path: str | Path, threads: Optional[int] = None, spinning: bool = False,
-                shared_pool: bool = False):
+def ort_session(path: str | Path | bytes, threads: Optional[int] = None,
+                spinning: bool = False, shared_pool: bool = False):
     """An ONNX Runtime CPU session with all graph optimizations.
 
     Args:
-        path: The ``.onnx`` file.
+        path: The ``.onnx`` file, or a serialized model.
         threads: Intra-op threads (None: ONNX Runtime's default, one per core).
         spinning: Let idle worker threads spin; off, so that the session does not steal the
             cores of PyTorch code running between its calls.
@@ -33,7 +33,8 @@ def ort_session(path: str | Path, threads: Optional[int] = None, spinning: bool 
                                          '1' if spinning else '0')
     options.log_severity_level = 3
     try:
-        return ort.InferenceSession(str(path), options, providers=['CPUExecutionProvider'])
+        model = path if isinstance(path, bytes) else str(path)
+        return ort.InferenceSession(model, options, providers=['CPUExecutionProvider'])
     except Exception as e:
         if shared_pool and 'GlobalThreadPools' in str(e):
             raise RuntimeError('ONNX Runtime has no shared thread pool in this process: call '
