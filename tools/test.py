@@ -32,6 +32,7 @@ from mobileone_dense.tasks import task_of
 from mobileone_dense.tasks.deployed import DeployedModel, evaluate_deployed, is_exported
 from mobileone_dense.transforms import use_checked_image_loading
 from mobileone_dense.utils import cli
+from mobileone_dense.utils.malloc import retain_freed_memory
 
 
 def parse_args(argv=None):
@@ -100,6 +101,7 @@ def test_exported(args, cfg) -> None:
 
 def main(argv=None):
     args = parse_args(argv)
+    retain_freed_memory()  # glibc keeps what one batch frees for the next: no page faults
     cfg = cli.runner_config(args)
     if is_exported(args.checkpoint):
         return test_exported(args, cfg)

@@ -15,6 +15,7 @@ from mobileone_dense.apis import check_checkpoint_file
 from mobileone_dense.datasets import check_datasets, reading_annotations
 from mobileone_dense.transforms import use_checked_image_loading
 from mobileone_dense.utils import cli
+from mobileone_dense.utils.malloc import retain_freed_memory
 
 
 def parse_args(argv=None):
@@ -57,6 +58,7 @@ def check_newest_checkpoint(work_dir: str) -> None:
 
 def main(argv=None):
     args = parse_args(argv)
+    retain_freed_memory()  # glibc keeps what one step frees for the next: no page faults
     cfg = cli.runner_config(args)
 
     if args.amp:
