@@ -9,7 +9,10 @@ CPU). Both precisions train the same model (same weights, so the same work). Aft
 step of each, every round runs all steps in a rotating order (:func:`time_side_by_side`), a
 model's two precisions next to each other; the table shows the median images/s of the rounds
 and the median (and range) of the per-round ratios bf16 / fp32: a round's two steps of one model
-run seconds apart, so the ratio survives the machine's drift over minutes.
+run seconds apart, so the ratio survives the machine's drift over minutes. Like
+``tools/train.py``, the process keeps the memory a step frees for the next
+(:func:`~mobileone_dense.utils.malloc.retain_freed_memory`); ``MOBILEONE_DENSE_MALLOC=system``
+times glibc's defaults instead.
 """
 from __future__ import annotations
 
@@ -104,7 +107,9 @@ def run(args: argparse.Namespace) -> dict:
     from mmengine.optim import OptimWrapper
 
     from ..engine import CPUBF16OptimWrapper, require_cpu_bf16
+    from ..utils.malloc import OPT_OUT, retain_freed_memory
     instructions = require_cpu_bf16('the bfloat16 columns cannot be measured on this machine')
+    retained = retain_freed_memory()  # as tools/train.py trains
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -149,7 +154,8 @@ def run(args: argparse.Namespace) -> dict:
               'rounds range']
     text = format_table(header, table)
     print(text)
-    notes = []
+    notes = [f'freed memory kept for the next step, as tools/train.py does: {retained} '
+             f'({OPT_OUT}=system times glibc\'s defaults)']
     notes.append(f'other processes used {100 * load.others:.0f}% of the CPU meanwhile')
     if load.others > 0.1:
         notes.append('WARNING: other processes kept the CPU busy during the run; PyTorch\'s '
@@ -157,5 +163,6 @@ def run(args: argparse.Namespace) -> dict:
                      'times and the ratios are not trustworthy: rerun on an idle machine.')
     print('\n'.join(notes))
     return dict(benchmark='train', machine=machine_info(), bf16_instructions=instructions,
-                rounds=args.rounds, lr=args.lr, others_load=load.others, rows=rows, notes=notes,
+                rounds=args.rounds, lr=args.lr, freed_memory_kept=retained,
+                others_load=load.others, rows=rows, notes=notes,
                 table=text)
