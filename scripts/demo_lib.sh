@@ -139,11 +139,9 @@ demo_show_progress() {
 demo_train() {
   local config=$1 work=$2 port=$3 status=0
   # One thread per process: two processes on two cores beat one process with two threads, and
-  # oversubscribed OpenMP threads crawl when the machine is busy. glibc hands the large
-  # activation buffers of every iteration back to the kernel and faults them in again; keeping
-  # them in the heap saves a few percent of each iteration.
+  # oversubscribed OpenMP threads crawl when the machine is busy. (tools/train.py keeps the
+  # memory each iteration frees for the next one itself: mobileone_dense/utils/malloc.py.)
   export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-  export MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=4294967296
   if [ -t 1 ]; then  # a line every iteration, which demo_show_progress redraws in place
     export MOBILEONE_DENSE_PROGRESS=each
   fi

@@ -1,5 +1,6 @@
 """bfloat16 training on the CPU: CPUBF16OptimWrapper, tools/train.py --amp, the train benchmark."""
 import argparse
+import os
 
 import pytest
 import torch
@@ -200,6 +201,11 @@ def test_train_benchmark_one_round_of_tiny_models():
         assert r['bf16_over_fp32'] == pytest.approx(r['fp32_s'][0] / r['bf16_s'][0]), name
     assert '| SSDLite-MobileOne-S0 ' in result['table']
     assert not any('target' in note for note in result['notes'])  # targets live in the README
+    # it keeps freed memory as tools/train.py does, unless the environment tunes malloc itself
+    from mobileone_dense.utils import malloc
+    kept = malloc._glibc() is not None and malloc._tuned_elsewhere(os.environ) is None
+    assert result['freed_memory_kept'] is kept
+    assert f'as tools/train.py does: {kept}' in result['notes'][0]
 
 
 def conv_output_dtype(block, x, grad=True):
