@@ -245,39 +245,6 @@ def test_strided_depthwise_block_trains_in_float32_under_bf16_autocast():
     assert conv_output_dtype(strided, x)[0] == torch.bfloat16
 
 
-def test_float32_strided_depthwise_block_computes_in_channels_last():
-    """Inside, the float32 block runs its convs on a channels_last input (oneDNN's depthwise
-    kernels then skip their reorders); outside, nothing changes: its output is contiguous and
-    its input's gradient has the input's dtype and layout, with the values of the same block
-    computed in float32 outside autocast."""
-    torch.manual_seed(0)
-    block = MobileOneBlock(8, 8, 3, stride=2, groups=8, num_conv_branches=2).train()
-    seen = []
-    hooks = [m.register_forward_hook(
-        lambda m, i, o: seen.append(i[0].is_contiguous(memory_format=torch.channels_last)))
-        for m in block.modules() if isinstance(m, nn.Conv2d)]
-    x = torch.randn(2, 8, 16, 16).bfloat16().requires_grad_()
-    with torch.autocast('cpu', dtype=torch.bfloat16):
-        out = block(x)
-    for h in hooks:
-        h.remove()
-    assert seen == [True] * 3  # the scale branch and both 3x3 branches
-    assert out.is_contiguous() and out.dtype == torch.float32
-    grad_out = torch.randn_like(out)
-    out.backward(grad_out)
-    grads = {n: p.grad for n, p in block.named_parameters()}
-    assert x.grad.dtype == torch.bfloat16 and x.grad.is_contiguous()
-
-    block.zero_grad(set_to_none=True)
-    x_ref = x.detach().float().requires_grad_()
-    ref = block(x_ref)  # float32, contiguous, no autocast
-    ref.backward(grad_out)
-    torch.testing.assert_close(out, ref)
-    torch.testing.assert_close(x.grad, x_ref.grad.bfloat16())
-    for name, p in block.named_parameters():
-        torch.testing.assert_close(grads[name], p.grad, rtol=1e-4, atol=1e-5, msg=name)
-
-
 def test_train_benchmark_blocks_times_the_strided_depthwise_blocks():
     from mobileone_dense.benchmark import train, train_blocks
     parser = argparse.ArgumentParser()

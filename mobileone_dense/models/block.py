@@ -74,25 +74,6 @@ def fuse_bn(kernel: Optional[Tensor], bn: _BatchNorm, kernel_shape: tuple[int, .
     return weight.detach(), bias.detach()
 
 
-class _Relayout(torch.autograd.Function):
-    """``x.to(dtype, memory_format=memory_format)`` whose gradient goes back to ``x``'s dtype
-    and memory format (autograd's own copy would hand the new layout on to earlier layers)."""
-
-    @staticmethod
-    def forward(ctx, x: Tensor, dtype: Optional[torch.dtype],
-                memory_format: torch.memory_format) -> Tensor:
-        ctx.dtype = x.dtype
-        ctx.memory_format = (torch.channels_last
-                             if x.dim() == 4 and not x.is_contiguous()
-                             and x.is_contiguous(memory_format=torch.channels_last)
-                             else torch.contiguous_format)
-        return x.to(dtype or x.dtype, memory_format=memory_format)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
-        return grad.to(ctx.dtype, memory_format=ctx.memory_format), None, None
-
-
 class MobileOneBlock(nn.Module):
     """One MobileOne block (paper Figure 3).
 
@@ -184,8 +165,7 @@ class MobileOneBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if self._float32_under_autocast(x):
             with torch.autocast('cpu', enabled=False):
-                x = _Relayout.apply(x, torch.float32, torch.channels_last)
-                return _Relayout.apply(self._forward(x), None, torch.contiguous_format)
+                return self._forward(x.float())
         return self._forward(x)
 
     def _float32_under_autocast(self, x: Tensor) -> bool:
@@ -194,17 +174,7 @@ class MobileOneBlock(nn.Module):
         slower than its float32 one on an AVX512-BF16 CPU (forward and backward of S0's
         stride-2 depthwise convs at batch 8: 69 against 32 ms at 160x160, 16 against 2.3 ms at
         20x20; ``python tools/benchmark.py train --blocks``), while every other conv of the
-        network gains from bfloat16. The casts in and out cost less than the slow kernels.
-
-        Inside, the block computes in channels_last: oneDNN's float32 depthwise kernels read
-        and write NHWC directly, where a contiguous (NCHW) tensor is reordered into oneDNN's
-        blocked layout and back for every branch's forward, input gradient and weight gradient.
-        That takes the block's forward and backward from 21 to 11 ms per 3x3 branch on the
-        demo detector's first downsampling block (8x48x128x128), and its whole train step from
-        0.665 to 0.599 s (one process, one thread). Only these float32 blocks do: bfloat16
-        channels_last training of the whole backbone corrupted glibc's heap on torch 2.13 (the
-        weight gradient of the stem's 1x1 stride-2 conv from 3 channels, found with glibc's
-        malloc check), so the block's output and its input gradient go back to NCHW."""
+        network gains from bfloat16. The casts in and out cost less than the slow kernels."""
         return (self.float32_strided_depthwise and self.strided_depthwise and self.training
                 and torch.is_grad_enabled() and x.device.type == 'cpu'
                 and torch.is_autocast_enabled('cpu')
