@@ -172,10 +172,11 @@ def test_lr_follows_warmup_then_cosine_to_1e6():
         for s in schedulers:
             s.step()
     lrs = torch.tensor(lrs, dtype=torch.float64)
-    groups = wrapper.optimizer.param_groups  # one group per parameter
+    groups = wrapper.optimizer.param_groups  # one per setting: the backbone, the head
     head_params = {id(p) for p in model['decode_head'].parameters()}
-    is_head = [id(g['params'][0]) in head_params for g in groups]
-    assert sum(is_head) == 2 and len(groups) == 4
+    assert [{id(p) in head_params for p in g['params']} for g in groups] == [{False}, {True}]
+    assert [len(g['params']) for g in groups] == [2, 2]
+    is_head = [False, True]
     backbone, head = lrs[:, is_head.index(False)], lrs[:, is_head.index(True)]
     for i, head_group in enumerate(is_head):
         torch.testing.assert_close(lrs[:, i], head if head_group else backbone)

@@ -58,6 +58,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              '--variants (forward and backward at --size and --batch) in '
                              'float32, in bfloat16 with the block kept in float32 (what '
                              'training does) and with bfloat16 kernels')
+    parser.add_argument('--optim', action='store_true',
+                        help="instead, time one optimizer step of the configs whose "
+                             "paramwise_cfg makes one parameter group per tensor: mmengine's "
+                             'groups, merged groups, merged groups with the fused kernel')
 
 
 def segmentation_inputs(size: int, batch: int, num_classes: int, seed: int = 0) -> dict:
@@ -101,9 +105,14 @@ def models_to_run(args: argparse.Namespace) -> list[dict]:
 
 
 def run(args: argparse.Namespace) -> dict:
+    if args.blocks and args.optim:
+        raise UsageError('--blocks and --optim are two different benchmarks: give one of them.')
     if args.blocks:
         from . import train_blocks
         return train_blocks.run(args)
+    if args.optim:
+        from . import train_optim
+        return train_optim.run(args)
     from mmengine.optim import OptimWrapper
 
     from ..engine import CPUBF16OptimWrapper, require_cpu_bf16
