@@ -115,3 +115,16 @@ def test_train_benchmark_optim_times_the_three_ways():
         assert r['groups'][train_optim.WAYS[0]] > 100 and r['groups'][train_optim.WAYS[2]] == 2
         assert all(r['ms'][w] > 0 for w in train_optim.WAYS)
     assert 'merged, fused speed-up' in result['table']
+
+
+def test_train_sub_benchmarks_write_files_of_their_own():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('benchmark_tool', ROOT / 'tools/benchmark.py')
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    from mobileone_dense.benchmark.common import WORK_DIR
+    for what, modes, name in (('train', {}, 'train'), ('train', {'optim': True}, 'train_optim'),
+                              ('train', {'blocks': True}, 'train_blocks'),
+                              ('deploy', {}, 'deploy')):
+        args = argparse.Namespace(what=what, **{'blocks': False, 'optim': False, **modes})
+        assert tool.default_out(args) == WORK_DIR / f'{name}.json'

@@ -27,12 +27,22 @@ def main(argv=None) -> None:
         summary = ' '.join(module.__doc__.split('\n\n')[0].split()).split('``: ', 1)[-1]
         p = sub.add_parser(name, help=summary.replace('%', '%%'), description=module.__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.add_argument('--out', default=str(WORK_DIR / f'{name}.json'),
-                       help='where the JSON goes (default: %(default)s)')
+        p.add_argument('--out', default=None,
+                       help=f'where the JSON goes (default: {WORK_DIR / name}.json; '
+                            f'{name} --blocks / --optim: {name}_blocks.json / '
+                            f'{name}_optim.json)' if name == 'train' else
+                            f'where the JSON goes (default: {WORK_DIR / name}.json)')
         module.add_arguments(p)
     args = parser.parse_args(argv)
     result = modules[args.what].run(args)
-    print(f'wrote {save_json(result, args.out)}')
+    print(f'wrote {save_json(result, args.out or default_out(args))}')
+
+
+def default_out(args: argparse.Namespace):
+    """WORK_DIR/NAME.json; a sub-benchmark of ``train`` (``--blocks``, ``--optim``) gets a file
+    of its own, so that it leaves the throughput figures in train.json alone."""
+    suffix = ''.join(f'_{mode}' for mode in ('blocks', 'optim') if getattr(args, mode, False))
+    return WORK_DIR / f'{args.what}{suffix}.json'
 
 
 if __name__ == '__main__':
