@@ -87,14 +87,18 @@ def test_merged_groups_take_the_same_steps_as_mmengine_groups(fused):
         for m, wrapper in ((model, ref), (twin, ours)):
             wrapper.update_params(m(x).square().mean())
     for (name, p), q in zip(model.named_parameters(), twin.parameters()):
-        torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6,
-                                   msg=lambda m, name=name: f'{name}: {m}')
+        if fused:  # the fused kernel rounds differently
+            torch.testing.assert_close(q, p, rtol=1e-5, atol=1e-6,
+                                       msg=lambda m, name=name: f'{name}: {m}')
+        else:  # the same per-tensor kernel, group by group: the same bits
+            assert torch.equal(q, p), name
     assert not torch.equal(model.head.weight, Toy().head.weight)  # it did train
 
 
 def test_configs_merge_their_groups():
     """The demo detector and the DeepLabV3 configs (which make one group per tensor without
-    it) use the constructor and the fused AdamW kernel."""
+    it) use the constructor, and PyTorch's per-tensor AdamW: the steps mmengine's groups take,
+    bit for bit (the fused kernel rounds differently; see docs/training.md)."""
     for path, groups in (('configs/ssdlite/mobileone_mu0_demo.py', 2),
                          ('configs/deeplabv3/mobileone_mu0_demo.py', 2),
                          ('configs/deeplabv3/mobileone_s0_voc.py', 2)):
@@ -102,7 +106,7 @@ def test_configs_merge_their_groups():
         assert cfg.optim_wrapper.constructor == MergedGroupsOptimWrapperConstructor.__name__
         optimizer = build_optim_wrapper(apis.build_model(cfg), cfg.optim_wrapper).optimizer
         assert len(optimizer.param_groups) == groups, path
-        assert optimizer.defaults['fused'] is True
+        assert not optimizer.defaults['fused']
 
 
 def test_train_benchmark_optim_times_the_three_ways():

@@ -62,9 +62,9 @@ test_evaluator = val_evaluator
 max_iters = 580
 train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=max_iters,
                  val_interval=max_iters + 1)  # evaluated by tools/test.py afterwards
-optim_wrapper = dict(  # two groups (with and without weight decay), fused AdamW
+optim_wrapper = dict(  # two groups (with and without weight decay) instead of one per tensor
     _delete_=True, type='OptimWrapper', constructor='MergedGroupsOptimWrapperConstructor',
-    optimizer=dict(type='AdamW', lr=3e-3, betas=(0.9, 0.999), weight_decay=0.05, fused=True),
+    optimizer=dict(type='AdamW', lr=3e-3, betas=(0.9, 0.999), weight_decay=0.05),
     paramwise_cfg=dict(norm_decay_mult=0, bias_decay_mult=0))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
