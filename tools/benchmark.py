@@ -27,11 +27,10 @@ def main(argv=None) -> None:
         summary = ' '.join(module.__doc__.split('\n\n')[0].split()).split('``: ', 1)[-1]
         p = sub.add_parser(name, help=summary.replace('%', '%%'), description=module.__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-        p.add_argument('--out', default=None,
-                       help=f'where the JSON goes (default: {WORK_DIR / name}.json; '
-                            f'{name} --blocks / --optim: {name}_blocks.json / '
-                            f'{name}_optim.json)' if name == 'train' else
-                            f'where the JSON goes (default: {WORK_DIR / name}.json)')
+        out_help = f'where the JSON goes (default: {WORK_DIR / name}.json'
+        if name == 'train':
+            out_help += '; with --blocks / --optim: train_blocks.json / train_optim.json'
+        p.add_argument('--out', default=None, help=out_help + ')')
         module.add_arguments(p)
     args = parser.parse_args(argv)
     result = modules[args.what].run(args)
