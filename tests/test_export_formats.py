@@ -7,6 +7,7 @@ sentence and write nothing. Core ML has its own file (test_coreml.py)."""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import cv2
@@ -101,6 +102,22 @@ def test_tflite_int8_runs_and_follows_float(exported):
     assert sorted(Path(f).name for f in record['files']) == \
         sorted(p.name for p in exported['calib'].iterdir())
     assert record['input_size'] == list(exported['size'])
+
+
+def _op_counts(path: Path) -> Counter:
+    from ai_edge_litert.interpreter import Interpreter
+    return Counter(op['op_name'] for op in Interpreter(model_path=str(path))._get_ops_details())
+
+
+def test_int8_adds_quantization_not_layout_ops(exported):
+    """The INT8 graph is the FP32 graph plus (de)quantization: no transposes of its own. The
+    detector's head outputs once went NHWC -> NCHW -> requantize -> NHWC in INT8 (20
+    transposes in SSDLite-S0, none in FP32), costing INT8 time for nothing."""
+    fp32 = _op_counts(exported['out'] / 'model.tflite')
+    int8 = _op_counts(exported['out'] / 'model_int8.tflite')
+    assert int8['CONV_2D'] == fp32['CONV_2D'] > 0
+    assert int8['TRANSPOSE'] == fp32['TRANSPOSE'] <= 1
+    assert int8['RESHAPE'] == fp32['RESHAPE']
 
 
 def test_correlation_is_a_real_measure():

@@ -146,9 +146,12 @@ class DetectorNetwork(nn.Module):
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor]:
         from mmdet.models.task_modules.coders.delta_xywh_bbox_coder import delta2bbox
         cls_scores, bbox_preds = self.core(image)
-        logits = torch.cat([c[0].permute(1, 2, 0).reshape(-1, self.cls_out_channels)
+        # NCHW -> (anchor, channel) with the batch axis kept through the permute: a converter
+        # that runs the graph in NHWC then drops the permute, where ``c[0].permute(1, 2, 0)``
+        # left LiteRT's INT8 graph two transposes per head output (20 for SSDLite's six levels)
+        logits = torch.cat([c.permute(0, 2, 3, 1).reshape(-1, self.cls_out_channels)
                             for c in cls_scores])
-        deltas = torch.cat([b[0].permute(1, 2, 0).reshape(-1, 4) for b in bbox_preds])
+        deltas = torch.cat([b.permute(0, 2, 3, 1).reshape(-1, 4) for b in bbox_preds])
         scores = logits.sigmoid() if self.sigmoid else logits.softmax(-1)[:, :-1]
         coder = self.coder
         boxes = delta2bbox(self.priors, deltas, coder.means, coder.stds,
