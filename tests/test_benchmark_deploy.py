@@ -164,10 +164,12 @@ def test_deploy_runs_a_small_detector_in_every_runtime(tmp_path):
     out, plot, cache = tmp_path / 'deploy.json', tmp_path / 'deploy.png', tmp_path / 'cache'
     result = run_tool(BENCHMARK, 'deploy', '--variants', '--det-variants', '--seg-variants',
                       '--det-configs', DEMO_CONFIG, '--no-peers', '--det-size', '64',
-                      '--rounds', '2', '--warmup', '0', '--settle', '0', '--calib', '2',
+                      '--rounds', '2', '--warmup', '0', '--settle', '0', '--calls', '2',
+                      '--calib', '2',
                       '--work-dir', cache, '--plot', plot, '--out', out, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
+    assert report['calls'] == 2 and report['settle'] == 0
     name = DEMO_CONFIG.stem
     raw = report['raw']['ssdlite']
     assert set(raw) == {f'{name} {r}{part}' for r in ('pytorch', 'onnx', 'litert', 'litert_int8')

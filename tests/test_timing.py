@@ -67,3 +67,36 @@ def test_training_steps_time_with_autograd(monkeypatch, inference):
     assert result['step']['median_ms'] == pytest.approx(1.0)  # the second call in a row
     assert result['step']['iqr_ms'] == 0 and fake.calls == ['step', 'step']
     assert model.weight.grad is not None
+
+
+class Hiccups:
+    """A candidate whose calls cost 1 ms, except every ``every``-th call, which a burst of load
+    from elsewhere stretches to 50 ms."""
+
+    def __init__(self, monkeypatch, every):
+        self.now, self.count, self.every = 0.0, 0, every
+        monkeypatch.setattr(timing.time, 'perf_counter', lambda: self.now)
+
+    def __call__(self):
+        self.count += 1
+        self.now += 0.050 if self.count % self.every == 0 else 0.001
+
+
+@pytest.mark.parametrize('calls, expected_ms', [(1, 50.0), (5, 1.0)])
+def test_timed_calls_of_a_round_give_their_median(monkeypatch, calls, expected_ms):
+    """With one timed call a round, a hiccup that hits it is the round's time; the median of
+    several timed calls is not swayed by one."""
+    fake = Hiccups(monkeypatch, every=6)  # with settle=5 and one call: every timed call
+    result = timing.time_side_by_side({'m': fake}, rounds=4, warmup=0, settle=5,
+                                      calls=calls, progress=False)
+    assert result['m']['rounds_ms'] == pytest.approx([expected_ms] * 4)
+    assert fake.count == 4 * (5 + calls)
+
+
+def test_each_candidate_can_have_its_own_timed_calls(monkeypatch):
+    fake = FakeRuntimes(monkeypatch, ['model', 'other'])
+    timing.time_side_by_side(fake.fns, rounds=2, warmup=0, settle=1,
+                             calls=dict(model=3, other=1), progress=False)
+    assert [fake.calls.count(n) for n in ('model', 'other')] == [8, 4]
+    with pytest.raises(ValueError, match='at least one timed call'):
+        timing.time_side_by_side(fake.fns, rounds=1, warmup=0, calls=0, progress=False)

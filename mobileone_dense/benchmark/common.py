@@ -29,6 +29,7 @@ TIMING_OPTIONS = {
     'warmup': dict(type=int),
     'settle': dict(type=int),
     'settle_ms': dict(type=float),
+    'calls': dict(type=int),
     'threads': dict(type=int, help="torch threads (default: torch's choice)"),
     'ort_pool': dict(choices=['shared', 'per-session']),
     'stat': dict(choices=['median', 'min']),
