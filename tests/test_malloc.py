@@ -43,13 +43,21 @@ def test_repeated_steps_take_no_page_faults_once_freed_memory_is_kept():
     if malloc._glibc() is None:  # another C library: the function must say it did nothing
         assert malloc.retain_freed_memory({}) is False
         return
-    applied, default_faults = _step_faults('default')
-    assert not applied
     applied, kept_faults = _step_faults('retain')
     assert applied
-    # glibc's defaults hand most of it back and fault it in again: ~28,000 faults a step here
+    # glibc's defaults hand most of it back and fault it in again: ~28,000 faults a step here.
+    # Once in a whole-suite run a default process read 0 (glibc kept the memory by itself;
+    # not reproduced in 30 runs alone, 512,000-573,000 each), so the control takes the most
+    # of up to three processes.
+    default_faults = 0
+    for _ in range(3):
+        applied, faults = _step_faults('default')
+        assert not applied
+        default_faults = max(default_faults, faults)
+        if default_faults > 20 * 5000:
+            break
     assert default_faults > 20 * 5000, default_faults
-    assert kept_faults < default_faults / 50, (kept_faults, default_faults)
+    assert kept_faults < 20 * 5000 / 50, (kept_faults, default_faults)
 
 
 @pytest.mark.parametrize('environ, why', [
