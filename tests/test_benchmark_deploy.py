@@ -156,6 +156,13 @@ def test_nothing_to_time_is_one_sentence(tmp_path, capsys):
     assert 'Nothing to time' in line and not (tmp_path / 'd.json').exists()
 
 
+def test_no_timed_call_is_one_sentence(tmp_path, capsys):
+    line = error_line(*call_tool('benchmark', 'deploy', '--variants', 's0', '--det-variants',
+                                 '--seg-variants', '--calls', '0', '--out', tmp_path / 'd.json',
+                                 capsys=capsys))
+    assert '--calls 0' in line and 'at least one' in line and not (tmp_path / 'd.json').exists()
+
+
 # ------------------------------------------------------------------------------ end to end
 def test_deploy_runs_a_small_detector_in_every_runtime(tmp_path):
     """The demo SSDLite at 64x64, no peer, 2 rounds, in a fresh process (ONNX Runtime's shared

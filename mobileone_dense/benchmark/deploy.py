@@ -235,6 +235,9 @@ def run(args: argparse.Namespace) -> dict:
     if not (timing or args.accuracy):
         raise UsageError('Nothing to time: give --variants, --det-variants or --seg-variants '
                          'a variant (or --accuracy).')
+    if args.calls < 1:
+        raise UsageError(f'--calls {args.calls}: each candidate needs at least one timed call '
+                         f'a round; give --calls 1 or more.')
     if args.accuracy:
         from .deploy_accuracy import check_demo_checkpoints
         check_demo_checkpoints()  # before minutes of timing
