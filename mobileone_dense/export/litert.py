@@ -45,7 +45,7 @@ def annotate_adds(graph_module, config) -> int:
     of torch 2.13 no longer records, so it marks none. An add between two quantized convs
     still became an int8 ``ADD`` (the convs' own marks surround it), but an add fed by another
     add (MobileNetV2's chained residual blocks) kept a float input, and LiteRT ran it as
-    DEQUANTIZE -> float ADD -> QUANTIZE: 11 of SSDLite-MobileNetV2's 12 adds.
+    DEQUANTIZE -> float ADD -> QUANTIZE: 9 of SSDLite-MobileNetV2's 10 residual adds.
     """
     from litert_torch.quantize import pt2e_quantizer_utils as utils
     from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
