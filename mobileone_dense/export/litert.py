@@ -127,10 +127,10 @@ def write_tflite(network: nn.Module, image: Tensor, path: str | Path,
                 module = litert_torch.to_channel_last_io(network, args=[0]).eval()
                 edge = litert_torch.convert(module, (channels_last(image), ))
             else:
-                from litert_torch.quantize import pt2e_quantizer, quant_config
+                from litert_torch.quantize import quant_config
                 quantized, config = quantize_pt2e(network, image, calibration)
                 module = litert_torch.to_channel_last_io(quantized, args=[0]).eval()
-                mode = pt2e_quantizer.PT2EQuantizer().set_global(config)  # static int8
+                mode = _quantizer(config)  # the quantizer that quantized it: static int8
                 edge = litert_torch.convert(
                     module, (channels_last(image), ),
                     quant_config=quant_config.QuantConfig(pt2e_quantizer=mode))
