@@ -115,7 +115,7 @@ def test_fingerprint_follows_the_code_that_writes_the_files(monkeypatch):
     net = nn.Conv2d(3, 4, 3)
     before = deploy_convert.fingerprint(net, 64)
     source = deploy_convert.writers_source()
-    assert 'def fold_channel_swap' in source and 'def write_tflite' in source
+    assert 'def fold_normalization' in source and 'def write_tflite' in source
     assert 'class DetectorPostprocess' not in source  # runs after the files, in PyTorch
     monkeypatch.setattr(deploy_convert, 'writers_source', lambda: source + '# changed')
     assert deploy_convert.fingerprint(net, 64) != before

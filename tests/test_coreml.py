@@ -103,6 +103,24 @@ def test_folding_with_one_std_goes_into_the_input():
     assert coreml_input.ChannelScale(folding.factor)(bgr) is bgr
 
 
+@pytest.mark.parametrize('name', ['det', 'seg'])
+def test_converted_graph_on_the_image_input_is_the_network(name, request):
+    """What write_coreml converts, fed what Core ML's image input makes of a picture (its
+    channels in the input's layout, then scale and bias), gives the network's outputs on the
+    BGR image; none of the normalisation is left in the graph."""
+    case = request.getfixturevalue(name)
+    graph, folding = coreml.image_graph(case.network, case.image)
+    assert folding.factor is None and folding.scale == 1.0
+    assert coreml_check.count_convs(graph, case.image) == coreml_check.count_convs(
+        case.network, case.image)
+    bgr = make_image(SIZE, seed=2)  # not the image the fold was checked on
+    pixels = bgr if folding.color_layout == 'BGR' else bgr.flip(1)
+    image_input = folding.scale * pixels + torch.tensor(folding.bias).view(1, 3, 1, 1)
+    with torch.no_grad():
+        for a, b in zip(graph(image_input), case.network(bgr)):
+            torch.testing.assert_close(a.float(), b.float(), rtol=1e-4, atol=1e-4)
+
+
 # ------------------------------------------------------------------------------ the program
 def test_fused_detector_program_passes_the_check(det, det_fp16):
     r = det_fp16
@@ -112,13 +130,15 @@ def test_fused_detector_program_passes_the_check(det, det_fp16):
     assert coreml_check.count_convs(det.network) == r['expected_convs']  # image from input_size
     assert r['text'] == coreml_check.describe(r)
     assert r['batch_norms'] == 0 and 'batch_norm' not in r['op_counts']
-    assert r['input'] == dict(name='image', type='image', color_layout='RGB',
+    # the channel swap and the division by std are folded into the first conv
+    # (fold_normalization): the image input is BGR, as mmcv loads it, with bias -mean
+    assert r['input'] == dict(name='image', type='image', color_layout='BGR',
                               shape=[1, 3, *SIZE])
-    mean = det.cfg.model.data_preprocessor['mean']
+    mean = det.cfg.model.data_preprocessor['mean']  # RGB
     assert r['preprocessing']['scale'] == 1.0
-    assert r['preprocessing']['bias'] == pytest.approx([-m for m in mean], rel=1e-6)
-    # the bias on the fp32 image, the cast to fp16, the 1/std multiply; then the first conv
-    assert r['input_ops'] == ['add', 'cast', 'mul']
+    assert r['preprocessing']['bias'] == pytest.approx([-m for m in mean[::-1]], rel=1e-6)
+    # the bias on the fp32 image and the cast to fp16; then the first conv
+    assert r['input_ops'] == ['add', 'cast']
     num_anchors = sum(det.network.level_anchors)
     assert [(o['name'], o['shape']) for o in r['outputs']] == [
         ('boxes', [1, num_anchors, 4]), ('scores', [1, num_anchors, 5])]
@@ -139,8 +159,8 @@ def test_fused_segmentor_program_in_fp32(seg, tmp_path):
     assert coreml_check.count_convs(seg.network) == expected  # a 128x128 image by default
     assert r['ok'], r['problems']
     assert r['convs'] == expected and r['batch_norms'] == 0
-    assert r['precision'] == 'fp32' and r['input_ops'] == ['add', 'mul']  # no fp16 cast
-    assert r['input']['color_layout'] == 'RGB'
+    assert r['precision'] == 'fp32' and r['input_ops'] == ['add']  # no fp16 cast, no 1/std
+    assert r['input']['color_layout'] == 'BGR'
     assert [(o['name'], o['dtype'], o['shape']) for o in r['outputs']] == [
         ('seg_logits', 'FLOAT32', [1, 6, *SIZE]), ('seg_map', 'INT32', [1, *SIZE])]
 

@@ -27,7 +27,7 @@ def writers_source() -> str:
     detector post-processing, which runs in PyTorch after them)."""
     from ..export import graph, litert, onnx
     pieces = (graph.Normalize, graph.NetworkCore, graph.DetectorNetwork, graph.SegmentorGraph,
-              graph.fold_channel_swap, litert, onnx)
+              graph.fold_normalization, litert, onnx)
     return '\n'.join(inspect.getsource(piece) for piece in pieces)
 
 

@@ -24,6 +24,7 @@ from ..errors import ExportError
 from ..utils.capture import captured_output
 from .coreml_check import count_convs, import_coremltools, inspect_coreml
 from .coreml_input import ImageFolding, image_network
+from .graph import fold_normalization
 
 #: The precisions :func:`write_coreml` writes: weights and compute in FP16 (Core ML's default,
 #: what the Neural Engine runs) or float32.
@@ -45,6 +46,13 @@ def _quiet():
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else ''
+
+
+def image_graph(network: nn.Module, image: Tensor) -> tuple[nn.Module, ImageFolding]:
+    """What Core ML converts: ``network`` with its channel swap and division by std folded into
+    the first convolution (:func:`~.graph.fold_normalization`) and what is left of the
+    normalisation moved into the image input (:func:`~.coreml_input.image_network`)."""
+    return image_network(fold_normalization(network.eval(), image))
 
 
 def write_coreml(network: nn.Module, image: Tensor, path: str | Path, precision: str = 'fp16',
@@ -72,7 +80,7 @@ def write_coreml(network: nn.Module, image: Tensor, path: str | Path, precision:
         raise ExportError(f'A Core ML ML program is a .mlpackage folder, got {path}: '
                           f'name it model.mlpackage.')
     ct = import_coremltools()
-    graph, folding = image_network(network.eval())
+    graph, folding = image_graph(network, image)
     name = type(network).__name__
     shape = tuple(image.shape)
     stage = 'torch.export'

@@ -15,6 +15,11 @@ is split between the two (:func:`fold_normalize`):
 
 So ``scale * pixel + bias`` then the multiply equals ``(pixel - mean) / std`` in the network's
 channel order, exactly as :class:`~.graph.Normalize` computes it on the BGR tensor.
+
+:func:`~.coreml.write_coreml` first folds the swap and the division by std into the first
+convolution (:func:`~.graph.fold_normalization`, as the ONNX and LiteRT writers do), so for the
+configs here the image input is BGR with ``scale`` 1 and ``bias = -mean``, and nothing of the
+normalisation is left in the graph.
 """
 from __future__ import annotations
 
@@ -55,7 +60,8 @@ def fold_normalize(normalize: Normalize) -> ImageFolding:
     """Split ``normalize`` (the data preprocessor as graph ops) into Core ML's image input
     and what must stay in the graph (see the module doc)."""
     mean = [float(v) for v in normalize.mean.flatten()]
-    std = [float(v) for v in normalize.std.flatten()]
+    std = ([1.0] * len(mean) if normalize.std is None
+           else [float(v) for v in normalize.std.flatten()])
     if len(mean) != 3 or len(std) != 3:
         raise ExportError(f'Core ML image inputs have 3 channels, the data preprocessor '
                           f'normalises {len(mean)}: export a 3-channel model.')

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from ..errors import ExportError
 from ..utils.capture import captured_output
-from .graph import fold_channel_swap
+from .graph import fold_normalization
 
 
 def _litert_torch():
@@ -114,11 +114,11 @@ def write_tflite(network: nn.Module, image: Tensor, path: str | Path,
 
     With ``calibration`` (``1x3xHxW`` images drawn as the config's test pipeline draws them),
     activations and weights are int8 (see the module doc); otherwise float32. The
-    normalisation's channel swap is folded into the first convolution
-    (:func:`~.graph.fold_channel_swap`).
+    normalisation's channel swap and division by std are folded into the first convolution
+    (:func:`~.graph.fold_normalization`): only ``image - mean`` runs in front of it.
     """
     litert_torch = _litert_torch()
-    network = fold_channel_swap(network, image)
+    network = fold_normalization(network, image)
     path = Path(path)
     captured = None
     try:

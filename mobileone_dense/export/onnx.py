@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ExportError
-from .graph import fold_channel_swap
+from .graph import fold_normalization
 from .nms import class_nms_onnx
 
 ONNX_OPSET = 18
@@ -39,7 +39,8 @@ def _quiet_exporter():
 def export_onnx(wrapper: nn.Module, image: Tensor, path: str | Path,
                 output_names: Optional[Sequence[str]] = None) -> Path:
     """Write ``wrapper`` as a single-file ONNX model (fixed input size, batch 1), its channel
-    swap folded into the first convolution (:func:`~.graph.fold_channel_swap`)."""
+    swap and division by std folded into the first convolution
+    (:func:`~.graph.fold_normalization`)."""
     path = Path(path)
     try:
         import onnxscript  # noqa: F401  (the exporter's translation library)
@@ -47,7 +48,7 @@ def export_onnx(wrapper: nn.Module, image: Tensor, path: str | Path,
         raise ExportError('ONNX export needs the onnx, onnxscript and onnxruntime packages: '
                           'pip install -e ".[test]" (or pip install onnx onnxscript '
                           'onnxruntime).') from None
-    wrapper = fold_channel_swap(wrapper, image)
+    wrapper = fold_normalization(wrapper, image)
     with _quiet_exporter(), torch.no_grad():
         program = torch.onnx.export(
             wrapper, (image, ), dynamo=True, input_names=['image'],
