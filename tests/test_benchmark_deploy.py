@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from pathlib import Path
 
 import pytest
 import torch
@@ -119,6 +120,34 @@ def test_fingerprint_follows_the_code_that_writes_the_files(monkeypatch):
     assert 'class DetectorPostprocess' not in source  # runs after the files, in PyTorch
     monkeypatch.setattr(deploy_convert, 'writers_source', lambda: source + '# changed')
     assert deploy_convert.fingerprint(net, 64) != before
+
+
+def test_demo_exports_are_redone_when_the_code_that_writes_them_changes(tmp_path, monkeypatch):
+    """The accuracy table's exports are cached per checkpoint; a change of the writers (as
+    the latency files' fingerprint follows it) exports again, so the table never scores files
+    an older export wrote."""
+    from mobileone_dense.benchmark import deploy_accuracy
+    from mobileone_dense.export import pipeline
+    checkpoint = tmp_path / 'iter_5.pth'
+    checkpoint.write_bytes(b'x')
+    out_dir = tmp_path / 'exports'
+    calls = []
+
+    def fake_export(config, ckpt, out, formats, input_size, log):
+        calls.append(formats)
+        for name, _ in deploy_accuracy.FORMATS.values():
+            (Path(out) / name).write_bytes(b'file')
+        return dict(formats=formats)
+    out_dir.mkdir()
+    monkeypatch.setattr(pipeline, 'export', fake_export)
+    config = DEMO_CONFIG
+    deploy_accuracy.export_demo(config, checkpoint, out_dir, reconvert=False)
+    deploy_accuracy.export_demo(config, checkpoint, out_dir, reconvert=False)
+    assert len(calls) == 1  # cached
+    source = deploy_convert.writers_source()
+    monkeypatch.setattr(deploy_convert, 'writers_source', lambda: source + '# changed')
+    deploy_accuracy.export_demo(config, checkpoint, out_dir, reconvert=False)
+    assert len(calls) == 2
 
 
 # ------------------------------------------------------------------------------ the models

@@ -10,11 +10,13 @@ export's default), and each file is
 evaluated with the config's own evaluator: box mAP and mIoU per format. The fused ``.pth`` runs
 through ``tools/test.py`` (mmengine's test loop), the exported files through
 :func:`mobileone_dense.tasks.deployed.evaluate_deployed` in their runtimes. The exports are
-cached beside the benchmark's converted models and redone when the checkpoint changes (or with
-``--reconvert``).
+cached beside the benchmark's converted models and redone when the checkpoint or the code that
+writes the files changes (or with ``--reconvert``).
 """
 from __future__ import annotations
 
+import hashlib
+import inspect
 import json
 import numbers
 import subprocess
@@ -67,9 +69,16 @@ def demo_input_size(cfg) -> list[int]:
 
 
 def _stamp(checkpoint: Path, input_size: Sequence[int]) -> dict:
+    """What the exports of ``checkpoint`` depend on: the file, the input size, and the code
+    that writes the files (:func:`~.deploy_convert.writers_source` and the INT8 calibration),
+    so that a change of the writers exports again."""
+    from ..export import calibration
+    from .deploy_convert import writers_source
     stat = checkpoint.stat()
+    code = writers_source() + inspect.getsource(calibration)
     return dict(checkpoint=str(checkpoint.resolve()), mtime_ns=stat.st_mtime_ns,
-                bytes=stat.st_size, input_size=list(input_size))
+                bytes=stat.st_size, input_size=list(input_size),
+                code=hashlib.sha1(code.encode()).hexdigest())
 
 
 def export_demo(config: Path, checkpoint: Path, out_dir: Path, reconvert: bool) -> dict:
