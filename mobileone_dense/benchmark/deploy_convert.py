@@ -23,7 +23,7 @@ SUFFIXES = {'onnx': '.onnx', 'litert': '.tflite', 'litert_int8': '_int8.tflite'}
 
 def writers_source() -> str:
     """The source of what decides the converted files' content: the network wrappers of
-    ``export/graph.py`` and the channel-swap fold, and the ONNX and LiteRT writers (not the
+    ``export/graph.py`` and the normalisation fold, and the ONNX and LiteRT writers (not the
     detector post-processing, which runs in PyTorch after them)."""
     from ..export import graph, litert, onnx
     pieces = (graph.Normalize, graph.NetworkCore, graph.DetectorNetwork, graph.SegmentorGraph,
