@@ -49,6 +49,8 @@ def annotate_adds(graph_module, config) -> int:
     """
     from litert_torch.quantize import pt2e_quantizer_utils as utils
     from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
+    input_qspec = utils.get_input_act_qspec(config)
+    output_qspec = utils.get_output_act_qspec(config)
     marked = 0
     for node in graph_module.graph.nodes:
         if node.op != 'call_function' or node.target is not torch.ops.aten.add.Tensor:
@@ -59,10 +61,9 @@ def annotate_adds(graph_module, config) -> int:
                 isinstance(a.meta.get('val'), Tensor) and a.meta['val'].is_floating_point()
                 for a in inputs):
             continue
-        qspec = utils.get_input_act_qspec(config)
         node.meta['quantization_annotation'] = QuantizationAnnotation(
-            input_qspec_map={a: qspec for a in inputs},
-            output_qspec=utils.get_output_act_qspec(config), _annotated=True)
+            input_qspec_map={a: input_qspec for a in inputs}, output_qspec=output_qspec,
+            _annotated=True)
         marked += 1
     return marked
 
@@ -83,7 +84,8 @@ def _quantizer(config):
 def quantize_pt2e(network: nn.Module, image: Tensor, calibration: Iterable[Tensor]):
     """A copy of ``network`` whose ``core`` (:class:`~.graph.NetworkCore`: normalisation,
     backbone, neck, head maps) carries int8 quantize/dequantize pairs, calibrated on
-    ``calibration`` (``1x3xHxW`` images); returns it and the quantization config."""
+    ``calibration`` (``1x3xHxW`` images); returns it and the quantizer that marked it
+    (:func:`_quantizer`), which the converter takes as its quantization mode."""
     _litert_torch()
     from litert_torch.quantize import pt2e_quantizer
     from torchao.quantization.pt2e import quantize_pt2e as pt2e
@@ -105,7 +107,7 @@ def quantize_pt2e(network: nn.Module, image: Tensor, calibration: Iterable[Tenso
     # an exported graph refuses .eval() unless told that it has nothing to switch
     from torchao.quantization.pt2e import allow_exported_model_train_eval
     allow_exported_model_train_eval(quantized.core)
-    return quantized.eval(), config
+    return quantized.eval(), quantizer
 
 
 def write_tflite(network: nn.Module, image: Tensor, path: str | Path,
@@ -128,12 +130,11 @@ def write_tflite(network: nn.Module, image: Tensor, path: str | Path,
                 edge = litert_torch.convert(module, (channels_last(image), ))
             else:
                 from litert_torch.quantize import quant_config
-                quantized, config = quantize_pt2e(network, image, calibration)
+                quantized, quantizer = quantize_pt2e(network, image, calibration)
                 module = litert_torch.to_channel_last_io(quantized, args=[0]).eval()
-                mode = _quantizer(config)  # the quantizer that quantized it: static int8
-                edge = litert_torch.convert(
+                edge = litert_torch.convert(  # the converter reads its static int8 mode
                     module, (channels_last(image), ),
-                    quant_config=quant_config.QuantConfig(pt2e_quantizer=mode))
+                    quant_config=quant_config.QuantConfig(pt2e_quantizer=quantizer))
             edge.export(str(path))
     except ExportError:
         raise
