@@ -23,6 +23,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from .arch import NUM_STAGES, ArchLike, get_arch
 from .block import MobileOneBlock
+from .checkpoint import load_mobileone_checkpoint
+from .fuse import reparameterize_model
 
 
 def _check_per_stage(name: str, values: Sequence[int]) -> tuple[int, ...]:
@@ -150,7 +152,6 @@ class MobileOne(BaseModule):
 
     def init_weights(self) -> None:
         if isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained':
-            from .checkpoint import load_mobileone_checkpoint
             load_mobileone_checkpoint(self, self.init_cfg['checkpoint'],
                                       prefix=self.init_cfg.get('prefix'),
                                       map_location=self.init_cfg.get('map_location', 'cpu'))
@@ -160,8 +161,7 @@ class MobileOne(BaseModule):
 
     def switch_to_deploy(self) -> None:
         """Fuse every block in place (the name mmdeploy calls before export)."""
-        for block in [m for m in self.modules() if isinstance(m, MobileOneBlock)]:
-            block.reparameterize()
+        reparameterize_model(self, inplace=True)
 
     @property
     def deployed(self) -> bool:

@@ -39,7 +39,7 @@ class SEBlock(nn.Module):
         """The same function in the ops that ONNX Runtime runs in its blocked channel layout
         (NCHWc): AveragePool rather than ReduceMean, and a same-shape Mul rather than a
         broadcast one. Otherwise each SE layer makes it reorder the feature map out of that
-        layout and back; on S4 this way is about 1.3% faster end to end."""
+        layout and back."""
         w = F.avg_pool2d(x, kernel_size=x.shape[2:])
         w = torch.sigmoid(self.expand(F.relu(self.reduce(w))))
         return x * F.interpolate(w, size=x.shape[2:], mode='nearest')
@@ -92,10 +92,6 @@ class MobileOneBlock(nn.Module):
         norm_cfg: Norm layer config (BN or SyncBN) of the branches.
         deploy: Build the fused block (one conv with bias) directly.
     """
-    #: Train strided depthwise blocks in float32 inside CPU bfloat16 autocast (see
-    #: :meth:`_float32_under_autocast`); False leaves them to autocast.
-    float32_strided_depthwise = True
-
     def __init__(self,
                  in_channels: int,
                  out_channels: int,
@@ -170,14 +166,12 @@ class MobileOneBlock(nn.Module):
 
     def _float32_under_autocast(self, x: Tensor) -> bool:
         """Whether this block trains in float32 inside CPU bfloat16 autocast: a strided
-        depthwise block does. oneDNN's bfloat16 backward of a strided depthwise conv is 2-7x
-        slower than its float32 one on an AVX512-BF16 CPU (forward and backward of S0's
-        stride-2 depthwise convs at batch 8: 69 against 32 ms at 160x160, 16 against 2.3 ms at
-        20x20; ``python tools/benchmark.py train --blocks``), while every other conv of the
-        network gains from bfloat16. The casts in and out cost less than the slow kernels."""
-        return (self.float32_strided_depthwise and self.strided_depthwise and self.training
-                and torch.is_grad_enabled() and x.device.type == 'cpu'
-                and torch.is_autocast_enabled('cpu')
+        depthwise block does, because oneDNN's bfloat16 backward of a strided depthwise conv
+        is several times slower than its float32 one on an AVX512-BF16 CPU, while every other
+        conv of the network gains from bfloat16; the casts in and out cost less than the slow
+        kernels (docs/training.md)."""
+        return (self.strided_depthwise and self.training and torch.is_grad_enabled()
+                and x.device.type == 'cpu' and torch.is_autocast_enabled('cpu')
                 and torch.get_autocast_dtype('cpu') == torch.bfloat16)
 
     def _forward(self, x: Tensor) -> Tensor:

@@ -33,6 +33,7 @@ from mmengine.runner.checkpoint import CheckpointLoader
 from torch import nn
 
 from ..errors import CheckpointMismatchError
+from ..utils.safe_load import mmengine_checkpoints
 
 _MMPRETRAIN = [
     (r'\.branch_conv_list\.(\d+)\.norm\.', r'.rbr_conv.\1.bn.'),
@@ -163,7 +164,8 @@ def load_mobileone_checkpoint(model: nn.Module, filename: str, prefix: Optional[
         The state_dict that was loaded (Apple's naming).
     """
     try:
-        checkpoint = CheckpointLoader.load_checkpoint(filename, map_location=map_location)
+        with mmengine_checkpoints():
+            checkpoint = CheckpointLoader.load_checkpoint(filename, map_location=map_location)
     except FileNotFoundError:
         raise FileNotFoundError(
             f'Pretrained checkpoint {filename} does not exist: point '
