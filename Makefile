@@ -2,20 +2,27 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install test lint demo demo-runs benchmark clean
+.PHONY: install test test-fast lint demo demo-runs deploy-accuracy benchmark clean
 
 install:
 	bash scripts/install.sh
 
+# The whole suite (what CI runs: .ci/run), then the layers contract.
 test: install
 	$(PY) -m pytest -q
+	$(VENV)/bin/lint-imports
+
+# Everything but the tests marked slow (subprocess tools, training, conversions).
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
 
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
 
 # Generates the synthetic scenes, trains SSDLite-MobileOne and DeepLabV3-MobileOne on them from
-# scratch, evaluates (COCO mAP, mIoU) and draws predictions and training curves; ends with a
-# table of the results (each demo's work_dirs/demo_*/summary.json; full logs beside them).
+# scratch, evaluates them on the held-out test split (COCO mAP, mIoU) and draws predictions and
+# training curves; ends with a table of the results (each demo's work_dirs/demo_*/summary.json).
 demo: install
 	bash scripts/demo_detection.sh
 	bash scripts/demo_segmentation.sh
@@ -28,11 +35,13 @@ RUNS ?= 3
 demo-runs: install
 	bash scripts/demo_runs.sh $(RUNS)
 
+# The demo models (make demo) exported to every format and each file scored on the test split.
+deploy-accuracy: install
+	bash scripts/deploy_accuracy.sh
+
 benchmark: install
-	$(PY) tools/benchmark.py backbone
-	$(PY) tools/benchmark.py detector
-	$(PY) tools/benchmark.py segmentor
-	$(PY) tools/benchmark.py export
+	$(PY) tools/benchmark.py latency
+	$(PY) tools/benchmark.py train
 
 clean:
 	rm -rf work_dirs .pytest_cache

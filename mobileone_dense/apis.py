@@ -1,22 +1,19 @@
-"""The one place a config becomes a model: configs, models, checkpoints, variants and peers.
-
-Every tool, benchmark and test builds through here:
+"""The one place a config becomes a model, and a checkpoint file its weights.
 
 - :func:`load_config` reads a config file (or an ``mmdet::``/``mmseg::`` config shipped inside
   those packages) and applies ``--cfg-options``;
 - :func:`build_model` builds the detector or segmentor in eval mode, without pretrained init
   unless asked (nothing is downloaded), with SyncBN turned into BN, and optionally loads a
   checkpoint with :func:`load_checkpoint` (strict, one sentence on a mismatch);
-- :func:`check_checkpoint_file` says in one sentence, before a tool builds anything, that a
-  checkpoint file was cut short;
-- :data:`VARIANTS`, :func:`config_path` and :data:`PEER_CONFIGS` name the configs the
-  benchmarks compare: MobileOne S0-S4 and mmdet's / mmseg's MobileNetV2 counterparts.
+- :func:`read_checkpoint` and :func:`check_checkpoint_file` say in one sentence that a
+  checkpoint file is missing, cut short or holds objects that safe loading refuses;
+- :data:`VARIANTS` and :func:`config_path` name the MobileOne variants and their configs.
 """
 from __future__ import annotations
 
 import copy
+import importlib
 import pickle
-import re
 import zipfile
 from pathlib import Path
 from typing import Optional
@@ -26,6 +23,7 @@ from torch import nn
 from .errors import CheckpointMismatchError, ConfigError, UsageError
 from .models.arch import ARCHS
 from .models.checkpoint import check_state_dict, extract_state_dict
+from .utils.safe_load import mmengine_checkpoints
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / 'configs'
@@ -35,12 +33,8 @@ PAPER_VARIANTS = tuple(v for v in ARCHS if v.startswith('s'))
 #: The config of each task's MobileOne model, by variant.
 CONFIG_PATTERNS = {'detection': 'ssdlite/mobileone_{}.py',
                    'segmentation': 'deeplabv3/mobileone_{}_voc.py'}
-#: The MobileNetV2 models the benchmarks put beside MobileOne, as their packages ship them.
-PEER_NAME = 'MobileNetV2'
-PEER_CONFIGS = {
-    'detection': 'mmdet::ssd/ssdlite_mobilenetv2-scratch_8xb24-600e_coco.py',
-    'segmentation': 'mmseg::mobilenet_v2/mobilenet-v2-d8_deeplabv3_4xb4-160k_ade20k-512x512.py',
-}
+#: The scopes whose registries build models, by config ``default_scope``.
+SCOPES = ('mmdet', 'mmseg')
 
 
 def config_path(task: str, variant: str) -> Path:
@@ -97,6 +91,16 @@ def drop_pretrained(cfg) -> None:
     cfg.model = without_init_cfg(cfg.model)
 
 
+def config_scope(cfg) -> str:
+    """The OpenMMLab scope that builds a config's model (``mmdet`` or ``mmseg``)."""
+    scope = cfg.get('default_scope')
+    if scope not in SCOPES:
+        raise ConfigError(f"The config's default_scope is {scope!r}: this toolkit handles "
+                          f"detectors (default_scope='mmdet') and segmentors "
+                          f"(default_scope='mmseg'); set it in the config.")
+    return scope
+
+
 def build_model(cfg, checkpoint: Optional[str | Path] = None,
                 pretrained: bool = False) -> nn.Module:
     """Build ``cfg.model`` in eval mode with the registry of the config's task.
@@ -113,13 +117,13 @@ def build_model(cfg, checkpoint: Optional[str | Path] = None,
     from mmengine.registry import init_default_scope
     from mmengine.utils import import_modules_from_strings
 
-    from .tasks import task_of
-    task = task_of(cfg)
+    scope = config_scope(cfg)
     if cfg.get('custom_imports'):
         import_modules_from_strings(**cfg.custom_imports)
-    init_default_scope(task.scope)
+    init_default_scope(scope)
     model_cfg = copy.deepcopy(cfg.model) if pretrained else without_init_cfg(cfg.model)
-    model = revert_sync_batchnorm(task.models_registry().build(model_cfg))
+    registry = importlib.import_module(f'{scope}.registry').MODELS
+    model = revert_sync_batchnorm(registry.build(model_cfg))
     if pretrained:
         model.init_weights()
     if checkpoint is not None:
@@ -142,36 +146,35 @@ def read_checkpoint(path: str | Path, fix: str = INCOMPLETE_FIX) -> dict:
 
     Raises:
         UsageError: The file does not exist.
-        CheckpointMismatchError: The file is not a complete checkpoint (truncated, or not one).
+        CheckpointMismatchError: The file is not a complete checkpoint (truncated, or not one),
+            or holds objects that safe loading refuses.
     """
     from mmengine.runner.checkpoint import CheckpointLoader
-    if not Path(path).is_file():
+    path = Path(path)
+    if not path.is_file():
         raise UsageError(f'Checkpoint {path} does not exist: pass the .pth file that training '
                          f'wrote (e.g. work_dirs/<config>/epoch_200.pth).')
+    incomplete = f'{path} is not a complete checkpoint ({{}}): {fix}.'
+    if path.stat().st_size == 0:
+        raise CheckpointMismatchError(incomplete.format('the file is empty'))
     try:
-        return CheckpointLoader.load_checkpoint(str(path), map_location='cpu', logger='silent')
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError,
-            pickle.UnpicklingError) as e:
-        text = str(e)
-        # Safe loading meeting bytes that are no pickle at all says 'Unsupported operand', and
-        # torch's legacy loader a KeyError: neither file was written by torch.save.
-        garbage = isinstance(e, KeyError) or 'Unsupported operand' in text
-        if not garbage and ('weights_only' in text.lower() or 'unsupported global' in
-                            text.lower()):
-            refused = re.search(r'GLOBAL (\S+) was not an allowed global', text)
-            what = f'{refused.group(1)} is not allowed' if refused else text.splitlines()[0]
+        with mmengine_checkpoints():
+            return CheckpointLoader.load_checkpoint(str(path), map_location='cpu',
+                                                    logger='silent')
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError,
+            KeyError) as e:
+        # torch.save writes a zip archive whose directory sits at its very end: a file cut
+        # short has none, and bytes that never were a checkpoint are no zip either. In a
+        # whole archive, an UnpicklingError is safe loading refusing an object.
+        if not zipfile.is_zipfile(path):
+            reason = 'not a file that torch.save wrote, or cut short'
+        elif isinstance(e, pickle.UnpicklingError):
             raise CheckpointMismatchError(
-                f'{path} holds Python objects that safe loading refuses ({what}): load only '
-                f'checkpoints you trust, written by tools/train.py.') from None
-        # torch's own text goes on for several sentences; its first one says what failed.
-        reason = re.split(r'(?<=[a-z)])\. ', text.strip().split('\n')[0])[0].rstrip('.')
-        if garbage:
-            reason = 'not a file that torch.save wrote'
-        elif Path(path).stat().st_size == 0:
-            reason = 'the file is empty'
-        reason = reason or type(e).__name__
-        raise CheckpointMismatchError(
-            f'{path} is not a complete checkpoint ({reason}): {fix}.') from None
+                f'{path} holds Python objects that safe loading refuses: load only checkpoints '
+                f'you trust, written by tools/train.py or tools/export.py.') from None
+        else:
+            reason = f'torch cannot read it: {type(e).__name__}'
+        raise CheckpointMismatchError(incomplete.format(reason)) from None
 
 
 def check_checkpoint_file(path: str | Path, fix: str = INCOMPLETE_FIX) -> None:
@@ -180,17 +183,12 @@ def check_checkpoint_file(path: str | Path, fix: str = INCOMPLETE_FIX) -> None:
 
     Cheap for what ``torch.save`` writes (a zip archive since torch 1.6): the archive's central
     directory sits at its very end, so a file cut short while being saved or copied has none,
-    and a file whose directory opens is taken as complete without reading the weights. Any
-    other file (a legacy pickle, or no zip at all) is loaded once to get the sentence.
+    and a file whose directory opens is taken as complete without reading the weights.
     """
     if '://' in str(path):
         return
-    try:
-        with zipfile.ZipFile(path):
-            return
-    except (zipfile.BadZipFile, OSError):
-        pass
-    read_checkpoint(path, fix)
+    if not zipfile.is_zipfile(path):
+        read_checkpoint(path, fix)  # raises the sentence
 
 
 def load_checkpoint(model: nn.Module, path: str | Path) -> dict:
@@ -212,21 +210,3 @@ def load_checkpoint(model: nn.Module, path: str | Path) -> dict:
     model.load_state_dict(state_dict, strict=True)
     meta = checkpoint.get('meta') if isinstance(checkpoint, dict) else None
     return dict(meta) if isinstance(meta, dict) else {}
-
-
-def mobileone_config(task: str, variant: str, cfg_options: Optional[dict] = None):
-    """The config of MobileOne-``variant`` for ``task`` (:func:`config_path`)."""
-    return load_config(config_path(task, variant), cfg_options)
-
-
-def peer_config(task: str, cfg_options: Optional[dict] = None):
-    """The MobileNetV2 config of ``task`` (:data:`PEER_CONFIGS`)."""
-    return load_config(PEER_CONFIGS[task], cfg_options)
-
-
-def mobilenet_v2_backbone() -> nn.Module:
-    """mmdet's MobileNetV2 backbone (stride 32 output), the peer of the bare backbones."""
-    from mmdet.models.backbones import MobileNetV2
-    model = MobileNetV2(out_indices=(7, ))
-    model.eval()  # mmdet's MobileNetV2.train() does not return self
-    return model

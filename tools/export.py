@@ -27,10 +27,10 @@ Evaluate any of them with the config's own metric, or use the fused pair as any 
 
 from mmengine.config import DictAction
 
-import mobileone_dense  # noqa: F401  (registers MobileOne, applies the compat fixes)
-from mobileone_dense.export.calibration import DEFAULT_COUNT
+import mobileone_dense  # noqa: F401  (registers MobileOne, fixes mmdet's SSDHead)
+from mobileone_dense.deploy.calibration import DEFAULT_COUNT
+from mobileone_dense.deploy.pipeline import FORMATS, Options, export
 from mobileone_dense.export.numerics import RTOL
-from mobileone_dense.export.pipeline import FORMATS, Options, export
 from mobileone_dense.utils import cli
 
 

@@ -16,8 +16,8 @@ colours) of the config's test dataset.
 from pathlib import Path
 
 from mobileone_dense.apis import load_config
+from mobileone_dense.deploy.evaluate import DeployedModel, dataset_meta, is_exported
 from mobileone_dense.tasks import task_of
-from mobileone_dense.tasks.deployed import DeployedModel, dataset_meta, is_exported
 from mobileone_dense.utils import cli
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.tif', '.tiff', '.webp')

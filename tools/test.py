@@ -28,11 +28,18 @@ import time
 
 from mobileone_dense.apis import check_checkpoint_file, drop_pretrained
 from mobileone_dense.datasets import check_datasets, reading_annotations
+from mobileone_dense.deploy.evaluate import DeployedModel, evaluate_deployed, is_exported
+from mobileone_dense.engine.runner import (
+    add_runner_arguments,
+    close_distributed,
+    runner_config,
+    setup_cpu_distributed,
+    stop_dataloader_workers,
+)
 from mobileone_dense.tasks import task_of
-from mobileone_dense.tasks.deployed import DeployedModel, evaluate_deployed, is_exported
 from mobileone_dense.transforms import use_checked_image_loading
 from mobileone_dense.utils import cli
-from mobileone_dense.utils.malloc import retain_freed_memory
+from mobileone_dense.utils.safe_load import mmengine_checkpoints
 
 
 def parse_args(argv=None):
@@ -45,7 +52,7 @@ def parse_args(argv=None):
     parser.add_argument('--threads', type=int, default=2,
                         help="the exported model's runtime threads (%(default)s; .onnx and "
                              ".tflite only)")
-    cli.add_runner_arguments(parser, 'test_dataloader.batch_size=1')
+    add_runner_arguments(parser, 'test_dataloader.batch_size=1')
     args = parser.parse_args(argv)
     if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
         raise cli.UsageError(f'--out {args.out} must end in .pkl: the predictions are pickled.')
@@ -101,8 +108,7 @@ def test_exported(args, cfg) -> None:
 
 def main(argv=None):
     args = parse_args(argv)
-    retain_freed_memory()  # glibc keeps what one batch frees for the next: no page faults
-    cfg = cli.runner_config(args)
+    cfg = runner_config(args)
     if is_exported(args.checkpoint):
         return test_exported(args, cfg)
     check_checkpoint_file(args.checkpoint)
@@ -112,18 +118,18 @@ def main(argv=None):
         show_predictions(cfg, args.show_dir)
     check_datasets(cfg, ['test_dataloader'])
     use_checked_image_loading(cfg, ['test_dataloader'], skip_unreadable=False)  # one sentence
-    cli.setup_cpu_distributed(cfg, args.launcher)
+    setup_cpu_distributed(cfg, args.launcher)
 
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
-    with reading_annotations(cfg, ['test_dataloader']):
+    with reading_annotations(cfg, ['test_dataloader']), mmengine_checkpoints():
         runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
         if args.out is not None:
             runner.test_evaluator.metrics.append(task_of(cfg).dump_metric(args.out))
         metrics, rank = runner.test(), runner.rank
-    cli.stop_dataloader_workers(runner)
+    stop_dataloader_workers(runner)
     del runner  # its DDP wrapper holds the process group
-    cli.close_distributed()
+    close_distributed()
 
     if rank == 0:
         write_metrics(cfg, metrics, config=args.config, checkpoint=args.checkpoint)

@@ -13,9 +13,16 @@ import zipfile
 
 from mobileone_dense.apis import check_checkpoint_file
 from mobileone_dense.datasets import check_datasets, reading_annotations
+from mobileone_dense.engine.runner import (
+    add_runner_arguments,
+    close_distributed,
+    runner_config,
+    setup_cpu_distributed,
+    stop_dataloader_workers,
+)
 from mobileone_dense.transforms import use_checked_image_loading
 from mobileone_dense.utils import cli
-from mobileone_dense.utils.malloc import retain_freed_memory
+from mobileone_dense.utils.safe_load import mmengine_checkpoints
 
 
 def parse_args(argv=None):
@@ -32,7 +39,7 @@ def parse_args(argv=None):
     parser.add_argument('--progress', action='store_true',
                         help='one progress line (iteration, loss, s/iteration, ETA) instead of '
                              "mmengine's log lines on the console; the work dir keeps the log")
-    cli.add_runner_arguments(parser, 'train_dataloader.batch_size=8')
+    add_runner_arguments(parser, 'train_dataloader.batch_size=8')
     return parser.parse_args(argv)
 
 
@@ -58,8 +65,7 @@ def check_newest_checkpoint(work_dir: str) -> None:
 
 def main(argv=None):
     args = parse_args(argv)
-    retain_freed_memory()  # glibc keeps what one step frees for the next: no page faults
-    cfg = cli.runner_config(args)
+    cfg = runner_config(args)
 
     if args.amp:
         import torch
@@ -91,19 +97,19 @@ def main(argv=None):
     # An unreadable training image is skipped with a warning; validation stops on one.
     use_checked_image_loading(cfg, ['train_dataloader'], skip_unreadable=True)
     use_checked_image_loading(cfg, ['val_dataloader'], skip_unreadable=False)
-    cli.setup_cpu_distributed(cfg, args.launcher)
+    setup_cpu_distributed(cfg, args.launcher)
     if args.progress:  # importing the hook's module registers it
         from mobileone_dense.engine.progress import ProgressBarHook
         cfg.custom_hooks = [*cfg.get('custom_hooks', []), dict(type=ProgressBarHook.__name__)]
 
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
-    with reading_annotations(cfg, loaders):
+    with reading_annotations(cfg, loaders), mmengine_checkpoints():
         runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
         runner.train()
-    cli.stop_dataloader_workers(runner)
+    stop_dataloader_workers(runner)
     del runner  # its DDP wrapper holds the process group
-    cli.close_distributed()
+    close_distributed()
 
 
 if __name__ == '__main__':

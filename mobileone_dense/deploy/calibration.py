@@ -16,6 +16,7 @@ from torch import Tensor
 
 from ..datasets import check_datasets, leaf_datasets
 from ..errors import DatasetNotFoundError, ExportError
+from ..transforms import use_checked_image_loading
 
 #: Images calibrated on unless --calib says otherwise.
 DEFAULT_COUNT = 200
@@ -80,7 +81,6 @@ def config_images(cfg, count: int, size: Sequence[int], seed: int = 0
     """Up to ``count`` images of the config's training split, through its test pipeline."""
     from mmengine.registry import DATASETS, init_default_scope
 
-    from ..transforms import use_checked_image_loading
     loader, key, dataset_cfg = _calibration_dataset_cfg(cfg)
     try:
         check_datasets(cfg, [loader])

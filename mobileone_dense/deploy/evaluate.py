@@ -1,12 +1,12 @@
 """An exported model (``.onnx``, ``.tflite``) used like a checkpoint: predictions in an image's own
 pixels, the data samples of the package's own ``predict``, and the config's evaluation.
 
-:class:`DeployedModel` runs the file in its runtime (:func:`~..runtimes.open_model`) at the
-fixed input size it was exported with, adds what the file leaves out (a ``.tflite`` detector
-ends at per-anchor boxes and scores; the config's model supplies mmdet's selection and NMS) and
-maps the predictions back to the image it was given. :func:`evaluate_deployed` runs it over the
-config's test set and scores it with the config's own evaluator (``tools/test.py CONFIG
-MODEL.tflite``), so each format's accuracy is measured the way a checkpoint's is.
+:class:`DeployedModel` runs the file in its runtime (:func:`~mobileone_dense.runtimes.open_model`)
+at the fixed input size it was exported with, adds what the file leaves out (a ``.tflite``
+detector ends at per-anchor boxes and scores; the config's model supplies mmdet's selection and
+NMS) and maps the predictions back to the image it was given. :func:`evaluate_deployed` runs it
+over the config's test set and scores it with the config's own evaluator (``tools/test.py
+CONFIG MODEL.tflite``), so each format's accuracy is measured the way a checkpoint's is.
 """
 from __future__ import annotations
 
@@ -20,11 +20,15 @@ import torch
 from torch import Tensor
 
 from ..apis import build_model
+from ..datasets import check_datasets, leaf_datasets, reading_annotations
 from ..errors import ConfigError, ExportError
-from . import task_of
+from ..runtimes import open_model
+from ..tasks import task_of
+from ..transforms import use_checked_image_loading
 
 #: Suffixes of exported models: what :func:`is_exported` routes away from checkpoint loading
-#: (``.mlpackage`` so that it gets its own sentence from :func:`~..runtimes.open_model`).
+#: (``.mlpackage`` so that it gets its own sentence from
+#: :func:`~mobileone_dense.runtimes.open_model`).
 EXPORTED_SUFFIXES = ('.onnx', '.tflite', '.mlpackage')
 
 
@@ -53,7 +57,6 @@ class DeployedModel:
     """
 
     def __init__(self, cfg, path: str | Path, threads: Optional[int] = None) -> None:
-        from ..runtimes import open_model
         self.path = Path(path)
         self.task = task_of(cfg)
         self.runtime = open_model(path, threads)
@@ -132,7 +135,6 @@ def dataset_meta(cfg, dataloader: str = 'test_dataloader') -> dict:
     any data."""
     from mmengine.registry import DATASETS
 
-    from ..datasets import leaf_datasets
     loader = cfg.get(dataloader) or {}
     if not isinstance(loader.get('dataset'), dict):
         raise ConfigError(f'The config has no {dataloader}.dataset, which names the classes: '
@@ -190,8 +192,6 @@ def evaluate_deployed(cfg, model: str | Path | DeployedModel, threads: Optional[
     from mmengine.runner import Runner
     from mmengine.utils import ProgressBar
 
-    from ..datasets import check_datasets, reading_annotations
-    from ..transforms import use_checked_image_loading
     task = task_of(cfg)
     for key in ('test_dataloader', 'test_evaluator'):
         if not cfg.get(key):

@@ -27,6 +27,7 @@ Nothing is written unless every check passes.
 """
 from __future__ import annotations
 
+import json
 import math
 import re
 import shutil
@@ -40,11 +41,16 @@ from torch import Tensor, nn
 
 from ..apis import build_model, load_checkpoint, load_config
 from ..errors import ExportError
+from ..export.coreml import export_coreml
+from ..export.litert import write_tflite
+from ..export.numerics import RTOL, check_fused, compare, correlation, make_image, raw_outputs
+from ..export.onnx import export_onnx
+from ..models import has_mobileone, reparameterize_model
 from ..models.checkpoint import check_state_dict
+from ..runtimes.litert import LiteRTModel
+from ..runtimes.onnxruntime import ort_session
 from ..tasks import Task, task_of
-from .calibration import DEFAULT_COUNT
-from .fusion import fuse, has_mobileone
-from .numerics import RTOL, check_fused, compare, correlation, make_image, raw_outputs
+from .calibration import DEFAULT_COUNT, calibration_images
 
 DEPLOY_CONFIG = """\
 # Deploy config written by tools/export.py: the training config with every MobileOne block
@@ -93,8 +99,6 @@ class Context:
 def write_onnx(ctx: Context) -> dict:
     """``model.onnx``: the graph of :meth:`Task.export_wrapper`, run in ONNX Runtime and
     compared with the package's own ``predict``."""
-    from ..runtimes.onnxruntime import ort_session
-    from .onnx import export_onnx
     wrapper = ctx.task.export_wrapper(ctx.model, ctx.input_size)
     path = export_onnx(wrapper, ctx.image, ctx.out_dir / 'model.onnx', ctx.task.output_names)
     reference = ctx.task.predictions(ctx.model, ctx.image)
@@ -119,9 +123,7 @@ def _float_outputs(outputs: Sequence) -> list:
 def write_tflite_fp32(ctx: Context) -> dict:
     """``model.tflite``: :meth:`Task.network` in LiteRT, compared with PyTorch (the network's
     outputs, and the final predictions after the task's post-processing)."""
-    from ..runtimes.litert import LiteRTModel
-    from .litert import write_tflite
-    ctx.log('converting to LiteRT FP32 (litert-torch, about 20 s)')
+    ctx.log('converting to LiteRT FP32 (litert-torch)')
     path = write_tflite(ctx.network, ctx.image, ctx.out_dir / 'model.tflite')
     outputs = LiteRTModel(path, threads=2)(ctx.image.numpy())
     expected = ctx.network_outputs(ctx.image)
@@ -145,11 +147,6 @@ INT8_RTOL = 0.02
 def write_tflite_int8(ctx: Context) -> dict:
     """``model_int8.tflite`` (int8, calibrated) and ``model_int8.calibration.json`` (which
     images); prints how closely it follows the float network."""
-    import json
-
-    from ..runtimes.litert import LiteRTModel
-    from .calibration import calibration_images
-    from .litert import write_tflite
     opts = ctx.options
     ctx.log(f'INT8: reading up to {opts.calib} calibration images from '
             f'{opts.calib_data or "the config" + chr(39) + "s training data"}')
@@ -179,7 +176,6 @@ def write_tflite_int8(ctx: Context) -> dict:
 def write_coreml(ctx: Context) -> dict:
     """``model.mlpackage``: :meth:`Task.network` as a Core ML ML program, its program checked
     (one conv per fused conv; Core ML cannot predict on Linux)."""
-    from .coreml import export_coreml
     return export_coreml(ctx.network, ctx.image, ctx.out_dir / 'model.mlpackage',
                          precision=ctx.options.coreml_precision,
                          output_names=ctx.task.network_output_names, log=ctx.log)
@@ -241,7 +237,7 @@ def export(config: str | Path, checkpoint: str | Path, out_dir: str | Path,
     log(f'loaded the train-time checkpoint {checkpoint} into {type(model).__name__} '
         f'({task.name}, {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M params)')
 
-    fused = fuse(model)
+    fused = reparameterize_model(model)
     image = make_image(size)
     inputs, _ = task.preprocess(model, image)
     agreement, noise = check_fused(model, fused, inputs, rtol, ', so nothing was written')

@@ -7,11 +7,8 @@ the threshold). A detector hands it every anchor's box and, per class, the score
 anchors its pre-selection picked (-1 elsewhere).
 
 - In PyTorch it runs ONNX Runtime's ``NonMaxSuppression`` kernel on a one-node graph
-  (:func:`_nms_onnxruntime`) when onnxruntime is installed, else mmcv's NMS kernel once per
-  class (:func:`_nms_mmcv`). The two keep the same boxes (tests check both against
-  ``batched_nms``). On SSDLite-S0's outputs at full load (score threshold 0, 5,480
-  candidates over 80 classes, 2 threads, this repository's CPU) the first takes ~1.4 ms, the
-  second ~5 ms: each mmcv call costs ~30 us before any box is compared, 80 times.
+  (:func:`_session`): one call for every class, where mmcv's kernel would take one call per
+  class, each with its own overhead (tests check it against mmcv's ``batched_nms``).
 - In an ONNX graph it becomes that ``NonMaxSuppression`` node, then a ``TopK`` of the kept
   scores (:func:`class_nms_onnx`).
 """
@@ -22,6 +19,8 @@ import functools
 import numpy as np
 import torch
 from torch import Tensor
+
+from ..runtimes.onnxruntime import ort_session, ort_shared_pool_active
 
 
 @torch.library.custom_op('mobileone_dense::class_nms', mutates_args=())
@@ -36,13 +35,13 @@ def class_nms(boxes: Tensor, scores: Tensor, iou_threshold: float, score_thresho
     empty = boxes.new_zeros((0, 2), dtype=torch.long)
     if max_output <= 0 or boxes.numel() == 0 or scores.numel() == 0:
         return empty
-    boxes = boxes.float().contiguous()
-    scores = scores.float().contiguous()
-    session = _onnxruntime_session()
-    pairs = (_nms_mmcv(boxes, scores, iou_threshold, score_threshold, max_output)
-             if session is None else
-             _nms_onnxruntime(session, boxes, scores, iou_threshold, score_threshold,
-                              max_output))
+    selected, = _session().run(None, {
+        'boxes': boxes.float().contiguous()[None].numpy(),
+        'scores': scores.float().contiguous()[None].numpy(),
+        'max_output': np.array([max_output], np.int64),  # per class: no class can place more
+        'iou_threshold': np.array([iou_threshold], np.float32),
+        'score_threshold': np.array([score_threshold], np.float32)})
+    pairs = torch.from_numpy(selected[:, 1:])
     if pairs.numel() == 0:
         return empty
     kept = scores[pairs[:, 0], pairs[:, 1]]  # pairs come by class: a tie keeps that order
@@ -55,17 +54,11 @@ def _class_nms_fake(boxes, scores, iou_threshold, score_threshold, max_output):
     return boxes.new_empty((num, 2), dtype=torch.long)
 
 
-# --------------------------------------------------------------------------- ONNX Runtime
 @functools.lru_cache(maxsize=None)
-def _onnxruntime_session():
+def _session():
     """A one-thread ONNX Runtime session of a lone ``NonMaxSuppression`` node (thresholds and
-    the per-class cap are inputs), or None without onnxruntime."""
-    try:
-        import onnxruntime  # noqa: F401  (the kernel's runtime)
-        from onnx import TensorProto, helper
-    except ImportError:
-        return None
-    from ..runtimes.onnxruntime import ort_session, ort_shared_pool_active
+    the per-class cap are inputs)."""
+    from onnx import TensorProto, helper
     inputs = [helper.make_tensor_value_info('boxes', TensorProto.FLOAT, [1, 'N', 4]),
               helper.make_tensor_value_info('scores', TensorProto.FLOAT, [1, 'C', 'N']),
               helper.make_tensor_value_info('max_output', TensorProto.INT64, [1]),
@@ -80,48 +73,6 @@ def _onnxruntime_session():
     # ONNX Runtime a shared pool (the benchmarks) must put every session on it.
     return ort_session(model.SerializeToString(), threads=1,
                        shared_pool=ort_shared_pool_active())
-
-
-def _nms_onnxruntime(session, boxes: Tensor, scores: Tensor, iou_threshold: float,
-                     score_threshold: float, max_output: int) -> Tensor:
-    """ONNX Runtime's kernel: per class, at most ``max_output`` boxes (no class can place
-    more in the best ``max_output`` overall); returns ``(class, box)`` pairs."""
-    selected, = session.run(None, {
-        'boxes': boxes[None].numpy(), 'scores': scores[None].numpy(),
-        'max_output': np.array([max_output], np.int64),
-        'iou_threshold': np.array([iou_threshold], np.float32),
-        'score_threshold': np.array([score_threshold], np.float32)})
-    return torch.from_numpy(selected[:, 1:])
-
-
-# --------------------------------------------------------------------------- mmcv
-@functools.lru_cache(maxsize=None)
-def _mmcv_kernel():
-    """mmcv's compiled NMS kernel, called directly: ``mmcv.ops.nms`` wraps the same call in an
-    argument-deprecation check that costs ~0.1 ms per call (inspect.getfullargspec), more than
-    the kernel itself on one class's candidates."""
-    from mmcv.utils import ext_loader
-    return ext_loader.load_ext('_ext', ['nms']).nms
-
-
-def _nms_mmcv(boxes: Tensor, scores: Tensor, iou_threshold: float, score_threshold: float,
-              max_output: int) -> Tensor:
-    """mmcv's kernel on each class's candidates; returns ``(class, box)`` pairs."""
-    pairs = (scores > score_threshold).nonzero()  # by class, then box
-    if len(pairs) == 0:
-        return pairs
-    _, counts = torch.unique_consecutive(pairs[:, 0], return_counts=True)
-    class_boxes = boxes[pairs[:, 1]].contiguous()
-    class_scores = scores[pairs[:, 0], pairs[:, 1]].contiguous()
-    kernel = _mmcv_kernel()
-    keep, start = [], 0
-    for count in counts.tolist():
-        end = start + count
-        kept = kernel(class_boxes[start:end], class_scores[start:end],
-                      iou_threshold=float(iou_threshold), offset=0)
-        keep.append(kept[:max_output] + start)
-        start = end
-    return pairs[torch.cat(keep)]
 
 
 # --------------------------------------------------------------------------- ONNX graph

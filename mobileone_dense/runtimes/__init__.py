@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Optional
 
 from ..errors import UsageError
+from .litert import LiteRTModel
+from .onnxruntime import OnnxRuntimeModel
 
 #: Suffix -> what runs it.
 RUNTIMES = {'.onnx': 'ONNX Runtime', '.tflite': 'LiteRT'}
@@ -29,9 +31,7 @@ def open_model(path: str | Path, threads: Optional[int] = None):
         raise UsageError(f'{path} does not exist: export it with tools/export.py CONFIG '
                          f'CHECKPOINT --out-dir DIR --format {path.suffix[1:]}.')
     if path.suffix == '.onnx':
-        from .onnxruntime import OnnxRuntimeModel
         return OnnxRuntimeModel(path, threads)
-    from .litert import LiteRTModel
     return LiteRTModel(path, threads)
 
 

@@ -5,6 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
+
+from ..errors import ExportError
+
 
 def ort_session(path: str | Path | bytes, threads: Optional[int] = None,
                 spinning: bool = False, shared_pool: bool = False):
@@ -76,7 +80,6 @@ class OnnxRuntimeModel:
         try:
             self.session = ort_session(path, threads=threads)
         except Exception as e:  # onnxruntime raises its own exception types
-            from ..errors import ExportError
             raise ExportError(f'{path} is not an ONNX model that ONNX Runtime can load '
                               f'({str(e).strip().splitlines()[0]}): export it again with '
                               f'tools/export.py --format onnx.') from None
@@ -85,7 +88,6 @@ class OnnxRuntimeModel:
         self.output_names = [o.name for o in self.session.get_outputs()]
         shape = inputs[0].shape
         if len(shape) != 4 or not all(isinstance(d, int) for d in shape[2:]):
-            from ..errors import ExportError
             raise ExportError(f'{path} takes an input of shape {shape}, not a fixed 1x3xHxW '
                               f'image: export it with tools/export.py --format onnx, which fixes '
                               f'the size (--input-size H W).')
@@ -93,5 +95,4 @@ class OnnxRuntimeModel:
         self.input_size = (int(shape[2]), int(shape[3]))
 
     def __call__(self, image) -> list:
-        import numpy as np
         return self.session.run(None, {self.input_name: np.asarray(image, dtype=np.float32)})

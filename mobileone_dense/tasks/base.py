@@ -32,10 +32,6 @@ class Task:
     output_names: tuple[str, ...] = ()
     network_output_names: tuple[str, ...] = ()
 
-    def models_registry(self):
-        """The ``MODELS`` registry of the task's package."""
-        return __import__(f'{self.scope}.registry', fromlist=['MODELS']).MODELS
-
     # ----------------------------------------------------------------------- inputs
     def data_sample(self, metainfo: dict):
         raise NotImplementedError

@@ -10,7 +10,9 @@ import torch
 from torch import Tensor, nn
 
 from ..apis import drop_pretrained
+from ..utils.safe_load import mmengine_checkpoints
 from .base import Comparison, Task
+from .detection_graph import DetectorGraph, DetectorNetwork, DetectorPostprocess
 
 
 def match_detections(actual: Sequence, expected: Sequence, box_atol: float = 1e-2) -> dict:
@@ -56,24 +58,15 @@ class DetectionTask(Task):
         return DetDataSample(metainfo=metainfo)
 
     def export_wrapper(self, model: nn.Module, input_size: Sequence[int]) -> nn.Module:
-        from ..export.graph import DetectorGraph
         return DetectorGraph(model, input_size).eval()
 
     def network(self, model: nn.Module, input_size: Sequence[int]) -> nn.Module:
-        from ..export.graph import DetectorNetwork
         return DetectorNetwork(model, input_size).eval()
 
     def postprocessor(self, model: nn.Module, input_size: Sequence[int]):
-        """mmdet's selection and class-wise NMS (:class:`~..export.graph.DetectorPostprocess`),
-        in PyTorch, on one thread.
-
-        One thread, because its work is serial (top-k, NMS) and a second one costs the network
-        that runs next: PyTorch's idle OpenMP worker keeps spinning after an op it shared, on
-        the core that network needs. LiteRT INT8 SSDLite-S0 then post-processing at full load,
-        2 threads, this repository's CPU: 14.8 ms a call with two PyTorch threads, 10.7 ms with
-        one (the network alone: 5.7 ms).
-        """
-        from ..export.graph import DetectorNetwork, DetectorPostprocess
+        """mmdet's selection and class-wise NMS (:class:`DetectorPostprocess`), in PyTorch, on
+        one thread: its work is serial (top-k, NMS), and a second thread costs the network that
+        runs next, because PyTorch's idle OpenMP worker keeps spinning on the core it needs."""
         post = DetectorPostprocess(model.bbox_head,
                                    DetectorNetwork(model, input_size).level_anchors).eval()
 
@@ -111,7 +104,8 @@ class DetectionTask(Task):
     def inferencer(self, cfg, checkpoint: str, device: str):
         from mmdet.apis import inference_detector, init_detector
         drop_pretrained(cfg)
-        model = init_detector(cfg, checkpoint, device=device)
+        with mmengine_checkpoints():
+            model = init_detector(cfg, checkpoint, device=device)
         return model, self.visualizer(model.dataset_meta), \
             lambda img: inference_detector(model, img)
 
