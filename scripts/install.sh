@@ -15,7 +15,7 @@ stamp="$venv/.mobileone-dense-installed"
 want=$(cat "$0" "$root/pyproject.toml" | sha256sum | cut -d' ' -f1)
 
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] \
-    && "$venv/bin/python" -c "import mmcv.ops, mmdet, mmseg, mobileone_dense" 2>/dev/null; then
+    && "$venv/bin/python" -c "import mobileone_dense, mmcv.ops, mmdet, mmseg" 2>/dev/null; then
   echo "install: $venv is up to date"
   exit 0
 fi
@@ -25,6 +25,17 @@ if [ ! -x "$venv/bin/python" ]; then
   "$python" -m venv "$venv"
 fi
 pip() { "$venv/bin/python" -m pip --disable-pip-version-check "$@"; }
+# torch 2.13 declares setuptools>=77 (for building C++ extensions and torch.compile, neither of
+# which the toolkit does at run time); mmengine 0.10.7 needs the pkg_resources module that only
+# setuptools<70 still ships (for mmdet::/mmseg:: base configs). pip reports the clash every time
+# it installs setuptools<70; this says it once, in one line.
+pin_setuptools() {
+  local out status=0
+  out=$(pip install -q "setuptools<70" "$@" 2>&1) || status=$?
+  printf '%s\n' "$out" | grep -v -e '^$' -e "dependency resolver does not currently" \
+    -e "torch .* requires setuptools" || true
+  return "$status"
+}
 
 echo "install: torch 2.13.0 (CPU)"
 pip install -q "torch==2.13.0"
@@ -32,7 +43,9 @@ pip install -q "torch==2.13.0"
   echo "install: torch 2.13.0 (CPU) is required; found another version in $venv" >&2; exit 1; }
 # mmcv's setup.py imports torch and must see it (--no-build-isolation); old setuptools keeps
 # pkg_resources, which mmengine needs at run time for mmdet::/mmseg:: base configs.
-pip install -q "setuptools<70" wheel ninja psutil numpy
+pin_setuptools wheel ninja psutil numpy
+echo "install: setuptools<70 for mmengine's pkg_resources (torch's setuptools>=77 is for building" \
+     "extensions, which nothing here does at run time)"
 if ! "$venv/bin/python" -c "import mmcv.ops" 2>/dev/null; then
   echo "install: building mmcv 2.1.0 with its ops (10-30 minutes on 2 cores the first time;"
   echo "         pip caches the wheel, so later installs are fast)"
@@ -46,9 +59,7 @@ fi
 echo "install: mmengine, mmdet, mmsegmentation and mobileone-dense"
 pip install -q "mmengine==0.10.7" "mmdet==3.3.0" "mmsegmentation==1.2.2" ftfy regex
 pip install -q --no-build-isolation -e "$root[test]"
-# torch 2.13 asks for setuptools>=77, which pip may have pulled in above; mmengine needs the
-# pkg_resources module that only setuptools<70 still ships (for mmdet::/mmseg:: base configs).
-pip install -q "setuptools<70" 2>&1 | grep -v "torch .* requires setuptools" || true
-"$venv/bin/python" -c "import mmcv.ops, mmdet, mmseg, mobileone_dense"
+pin_setuptools  # in case a package above pulled in a newer one
+"$venv/bin/python" -c "import mobileone_dense, mmcv.ops, mmdet, mmseg"
 echo "$want" > "$stamp"
 echo "install: done ($venv)"

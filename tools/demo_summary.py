@@ -3,6 +3,7 @@
     python tools/demo_summary.py write WORK_DIR --demo detection|segmentation --started T
                                  --train-time S --pictures DIR [--log FILE] [--tag TAG]
     python tools/demo_summary.py table [WORK_DIR_OR_SUMMARY_JSON ...] [--time-limit S]
+    python tools/demo_summary.py formats DEPLOY_DIR ...
 
 ``write`` (run by scripts/demo_detection.sh and scripts/demo_segmentation.sh) reads the demo's
 ``test_metrics.json`` (tools/test.py), its training log (``<timestamp>/vis_data/scalars.json``:
@@ -15,7 +16,9 @@ demo, metric, target, pass or FAIL, wall time, s/iteration and where the picture
 how many the time limit held, the range of wall times and of s/iteration. The wall time runs
 from ``--started`` (the demo's start, in seconds since the epoch) to the writing of the
 summary, so it holds this tool's own start-up too.
-Targets: box mAP >= 0.5; mIoU >= 70% with no class below 50% IoU.
+``formats`` (run by scripts/deploy_accuracy.sh) prints one row per format of each exported
+demo model: the metric tools/test.py wrote to ``DEPLOY_DIR/test_<format>/test_metrics.json``.
+Targets: box mAP >= 0.5; mIoU >= 70% with no class below 50% IoU, on the held-out test split.
 """
 from __future__ import annotations
 
@@ -60,6 +63,8 @@ def parse_args(argv=None):
                        help='summary.json files or the work dirs holding them')
     table.add_argument('--time-limit', type=float, metavar='S',
                        help='seconds each run should take at most (e.g. 480)')
+    formats = commands.add_parser('formats', help='the metric of each exported format')
+    formats.add_argument('deploy_dirs', nargs='+', help="scripts/deploy_accuracy.sh's folders")
     args = parser.parse_args(argv)
     if getattr(args, 'time_limit', None) is not None and not args.time_limit > 0:
         raise cli.UsageError(f'--time-limit {args.time_limit:g} must be a number of seconds '
@@ -148,7 +153,7 @@ def write(args) -> None:
 
     tag = f'{args.tag}: ' if args.tag else ''
     verdict = 'target met' if summary['passed'] else 'target MISSED'
-    lines = [f'val {result}; {summary["target"]}: {verdict}']
+    lines = [f'test {result}; {summary["target"]}: {verdict}']
     if args.demo == 'segmentation':
         lines.append('per-class IoU ' + ', '.join(f'{c} {fmt(v, ".1f")}'
                                                   for c, v in ious.items()))
@@ -230,12 +235,34 @@ def table(args) -> None:
             print(tally(demo, of_demo, limit), flush=True)
 
 
+#: The formats scripts/deploy_accuracy.sh scores, by the folder tools/test.py wrote into.
+FORMATS = {'test_fused': 'fused PyTorch (fused.pth)', 'test_onnx': 'ONNX Runtime FP32',
+           'test_tflite': 'LiteRT FP32', 'test_tflite_int8': 'LiteRT INT8'}
+METRICS = {'coco/bbox_mAP': ('box mAP', '.3f'), 'mIoU': ('mIoU %', '.2f')}
+
+
+def formats(args) -> None:
+    """One row per (model, format): the metric of its test_metrics.json."""
+    rows = [['model', 'format', 'metric', 'value']]
+    for folder in map(Path, args.deploy_dirs):
+        for sub, label in FORMATS.items():
+            file = folder / sub / 'test_metrics.json'
+            cli.check_file(file, 'Metrics file (scripts/deploy_accuracy.sh writes it)')
+            metrics = json.loads(file.read_text())['metrics']
+            key = next((k for k in METRICS if k in metrics), None)
+            if key is None:
+                raise cli.UsageError(f'{file} has neither box mAP nor mIoU: run '
+                                     f'scripts/deploy_accuracy.sh again.')
+            name, spec = METRICS[key]
+            rows.append([str(folder), label, name, fmt(finite(metrics[key]), spec)])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print('  '.join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip(), flush=True)
+
+
 def main(argv=None):
     args = parse_args(argv)
-    if args.command == 'write':
-        write(args)
-    else:
-        table(args)
+    {'write': write, 'table': table, 'formats': formats}[args.command](args)
 
 
 if __name__ == '__main__':

@@ -1,8 +1,11 @@
 """Generate the synthetic scene dataset of ``make demo``: boxes (COCO format) and semantic masks.
 
-    python tools/make_demo_data.py [--out data/demo] [--train 1200] [--val 100] [--size 256]
+    python tools/make_demo_data.py [--out data/demo] [--train 1200] [--val 100] [--test 200]
+                                   [--size 256]
 
-Deterministic (``--seed``) and quick (a few seconds). Every scene is a textured background
+Deterministic (``--seed``) and quick (a few seconds). Each split draws from a random stream of
+its own: ``val`` is what schedules were tuned on, ``test`` is held out (no choice of the demo
+configs looked at it) and is what ``make demo`` reports. Every scene is a textured background
 (gradient, noise, stripes or checks, blurred blobs) with 2 to 6 shapes of five classes drawn in
 random order, so later shapes occlude earlier ones. Shapes vary in size (about 10 % to 45 % of
 the image side), aspect ratio, rotation, colour and shading. Each class has its own hue (jittered
@@ -15,15 +18,15 @@ of its *visible* pixels, so boxes and masks describe the same scene.
 Layout (``OUT`` = ``data/demo``)::
 
     OUT/classes.txt                        the five class names, one a line (ids 1..5)
-    OUT/images/{train,val}/000123.jpg      RGB scenes, SIZE x SIZE
-    OUT/annotations/instances_{train,val}.json
+    OUT/images/{train,val,test}/000123.jpg RGB scenes, SIZE x SIZE
+    OUT/annotations/instances_{train,val,test}.json
                                            COCO detection format: images, annotations
                                            (bbox [x, y, w, h] of the visible pixels, area =
                                            visible pixel count, iscrowd 0), categories 1..5
-    OUT/masks/{train,val}/000123.png       uint8, one class index per pixel: 0 background,
+    OUT/masks/{train,val,test}/000123.png  uint8, one class index per pixel: 0 background,
                                            1..5 the classes in classes.txt order (no 255:
                                            every pixel is labelled)
-    OUT/splits/{train,val}.txt             the image stems of each split, one a line
+    OUT/splits/{train,val,test}.txt        the image stems of each split, one a line
 
 An mmseg dataset over it: ``BaseSegDataset`` with ``data_root=OUT``,
 ``data_prefix=dict(img_path='images/train', seg_map_path='masks/train')``,
@@ -47,6 +50,7 @@ import numpy as np
 CLASSES = ('ellipse', 'rectangle', 'triangle', 'star', 'cross')
 HUES = (0, 72, 144, 216, 288)  # hue of each class, in degrees
 MIN_VISIBLE = 0.65  # an occluded shape keeps at least this fraction of its pixels
+SPLITS = ('train', 'val', 'test')  # each seeds its own random stream
 
 
 def background(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -171,7 +175,7 @@ def make_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndar
 
 
 def write_split(out: Path, split: str, num: int, size: int, seed: int) -> int:
-    rng = np.random.default_rng([seed, 0 if split == 'train' else 1])
+    rng = np.random.default_rng([seed, SPLITS.index(split)])
     for sub in ('images', 'masks'):
         (out / sub / split).mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
@@ -204,20 +208,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--out', default='data/demo', help='output folder (default: %(default)s)')
     parser.add_argument('--train', type=int, default=1200, help='training scenes')
     parser.add_argument('--val', type=int, default=100, help='validation scenes')
+    parser.add_argument('--test', type=int, default=200, help='held-out test scenes')
     parser.add_argument('--size', type=int, default=256, help='image side in pixels')
     parser.add_argument('--seed', type=int, default=0)
     args = parser.parse_args(argv)
-    if args.size < 64 or args.train < 1 or args.val < 1:
-        parser.error('--size must be at least 64 and --train/--val at least 1.')
+    if args.size < 64 or min(args.train, args.val, args.test) < 1:
+        parser.error('--size must be at least 64 and --train/--val/--test at least 1.')
     start = time.perf_counter()
     out = Path(args.out)
     (out / 'classes.txt').parent.mkdir(parents=True, exist_ok=True)
     (out / 'classes.txt').write_text(''.join(f'{c}\n' for c in CLASSES))
-    counts = {s: write_split(out, s, n, args.size, args.seed)
-              for s, n in (('train', args.train), ('val', args.val))}
-    print(f'demo data: {args.train} train / {args.val} val scenes of {args.size}x{args.size}, '
-          f'{counts["train"]} / {counts["val"]} boxes, classes {", ".join(CLASSES)}, '
-          f'in {out}/ ({time.perf_counter() - start:.1f} s)')
+    sizes = dict(train=args.train, val=args.val, test=args.test)
+    counts = {s: write_split(out, s, n, args.size, args.seed) for s, n in sizes.items()}
+    print(f'demo data: {" / ".join(f"{n} {s}" for s, n in sizes.items())} scenes of '
+          f'{args.size}x{args.size}, {" / ".join(str(c) for c in counts.values())} boxes, '
+          f'classes {", ".join(CLASSES)}, in {out}/ ({time.perf_counter() - start:.1f} s)')
     return 0
 
 

@@ -4,16 +4,22 @@ the written program.
 The network (:meth:`~mobileone_dense.tasks.base.Task.network`) is exported with
 ``torch.export`` and converted to an ML program, FP16 weights and compute by default
 (``precision='fp32'`` keeps float32). Its input ``image`` is a Core ML *image* of the export
-size (``1x3xHxW``) with the config's normalisation folded into its ``scale`` and ``bias``
-(:mod:`.coreml_input`). :func:`export_coreml` then checks the written program
-(:mod:`.coreml_check`), since Core ML cannot run it on Linux.
+size (``1x3xHxW``): the app hands Core ML a picture (Vision resizes it) and Core ML gives the
+network its channels in the input's colour layout, computing ``scale * pixel + bias``. The
+writers fold the channel swap and the division by std into the first convolution
+(:func:`~.graph.fold_normalization`), which leaves ``image - mean`` on BGR pixels: exactly a BGR
+image input with ``bias = -mean`` (:func:`image_graph`), so no op of the normalisation stays in
+the program. :func:`export_coreml` then checks the written program (:mod:`.coreml_check`),
+since Core ML cannot run it on Linux.
 """
 from __future__ import annotations
 
 import contextlib
+import copy
 import shutil
 import time
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -23,8 +29,7 @@ from torch import Tensor, nn
 from ..errors import ExportError
 from ..utils.capture import captured_output
 from .coreml_check import count_convs, import_coremltools, inspect_coreml
-from .coreml_input import ImageFolding, image_network
-from .graph import fold_normalization
+from .graph import Normalize, fold_normalization
 
 #: The precisions :func:`write_coreml` writes: weights and compute in FP16 (Core ML's default,
 #: what the Neural Engine runs) or float32.
@@ -48,11 +53,31 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else ''
 
 
-def image_graph(network: nn.Module, image: Tensor) -> tuple[nn.Module, ImageFolding]:
-    """What Core ML converts: ``network`` with its channel swap and division by std folded into
-    the first convolution (:func:`~.graph.fold_normalization`) and what is left of the
-    normalisation moved into the image input (:func:`~.coreml_input.image_network`)."""
-    return image_network(fold_normalization(network.eval(), image))
+@dataclass
+class ImageInput:
+    """Core ML's image input: the channel order it hands the network and ``scale * pixel +
+    bias`` per channel."""
+    color_layout: str = 'BGR'
+    scale: float = 1.0
+    bias: list = field(default_factory=lambda: [0.0, 0.0, 0.0])
+
+
+def image_graph(network: nn.Module, image: Tensor) -> tuple[nn.Module, ImageInput]:
+    """What Core ML converts, and its image input: ``network`` with the swap and the division
+    by std folded into the first convolution and ``image - mean`` moved into the input's bias.
+    Where the fold does not apply (the normalised image feeds more than one convolution), the
+    whole normalisation stays in the graph and the input passes the pixels as they are."""
+    network = fold_normalization(network.eval(), image)
+    normalize = getattr(getattr(network, 'core', None), 'normalize', None)
+    if not isinstance(normalize, Normalize) or normalize.swap or normalize.std is not None:
+        return network, ImageInput()
+    core = copy.copy(network.core)  # shares every module but the normalisation
+    core._modules = dict(network.core._modules)
+    core.normalize = nn.Identity()
+    graph = copy.copy(network)
+    graph._modules = dict(network._modules)
+    graph.core = core
+    return graph.eval(), ImageInput('BGR', 1.0, [-float(m) for m in normalize.mean.flatten()])
 
 
 def write_coreml(network: nn.Module, image: Tensor, path: str | Path, precision: str = 'fp16',
@@ -125,7 +150,7 @@ def write_coreml(network: nn.Module, image: Tensor, path: str | Path, precision:
     return path
 
 
-def _describe(model, folding: ImageFolding, shape: Sequence[int], precision: str) -> None:
+def _describe(model, folding: ImageInput, shape: Sequence[int], precision: str) -> None:
     """The descriptions Xcode shows for the model and its input."""
     model.short_description = (f'MobileOne network (mobileone_dense), {precision}, '
                                f'{shape[2]}x{shape[3]} image input')
@@ -137,7 +162,6 @@ def _describe(model, folding: ImageFolding, shape: Sequence[int], precision: str
     short = lambda v: None if v is None else [float(f'{x:.7g}') for x in v]  # noqa: E731
     meta['mobileone_dense.input_scale'] = f'{folding.scale:.7g}'
     meta['mobileone_dense.input_bias'] = str(short(folding.bias))
-    meta['mobileone_dense.graph_channel_factor'] = str(short(folding.factor))
     meta['mobileone_dense.precision'] = precision
 
 
@@ -159,6 +183,6 @@ def export_coreml(network: nn.Module, image: Tensor, path: str | Path, precision
         shutil.rmtree(path, ignore_errors=True)
         problems = '; '.join(report['problems'])
         raise ExportError(f'The Core ML program fails its check ({problems}), so nothing was '
-                          f'written: convert the fused network (export.fusion.fuse); if it was '
+                          f'written: convert the fused network (reparameterize_model); if it was '
                           f'fused, report this with the config.')
     return report

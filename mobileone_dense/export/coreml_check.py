@@ -17,7 +17,6 @@ from torch import Tensor, nn
 
 from ..errors import ExportError
 from ..utils.capture import captured_output
-from ..utils.conv_hooks import run_with_conv_hook
 
 #: What :func:`inspect_coreml` says about predictions on a machine without Core ML.
 PREDICTIONS_NOTE = ('Core ML runs predictions only on macOS (or iOS): compare this model with '
@@ -52,7 +51,14 @@ def count_convs(network: nn.Module, image: Optional[Tensor] = None) -> int:
     def hook(*_):
         calls[0] += 1
 
-    run_with_conv_hook(network, image, hook)
+    handles = [m.register_forward_hook(hook) for m in network.modules()
+               if isinstance(m, nn.Conv2d)]
+    try:
+        with torch.no_grad():
+            network(image)
+    finally:
+        for h in handles:
+            h.remove()
     return calls[0]
 
 

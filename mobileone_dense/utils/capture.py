@@ -1,8 +1,10 @@
 """Keep a converter's console chatter (Python prints, rich consoles and C++ logging alike) out of
-the terminal, and keep it for the error message when the conversion fails."""
+the terminal, and keep it for the error message when the conversion fails; and quiet the
+loggers of a third-party import for its duration."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import tempfile
@@ -42,3 +44,18 @@ def captured_output():
             os.close(saved[1])
             sink.seek(0)
             captured.text = sink.read().decode(errors='replace')
+
+
+@contextlib.contextmanager
+def quiet_loggers(*names: str, level: int = logging.ERROR):
+    """Raise the loggers ``names`` to ``level`` for the duration, then give them back their
+    own levels."""
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(level)
+    try:
+        yield
+    finally:
+        for lg, old in zip(loggers, levels):
+            lg.setLevel(old)

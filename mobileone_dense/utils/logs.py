@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .cli import UsageError
+from ..errors import UsageError
 
 POSITION_KEYS = ('iter', 'epoch', 'step')
 NOT_METRICS = POSITION_KEYS + ('time', 'data_time', 'memory')
@@ -112,8 +112,7 @@ def read_log(path) -> Curves:
     return curves
 
 
-def _panel(ax, series: dict, keys: Sequence[str], title: str, xlabel: str, ylabel: str,
-           empty: str) -> None:
+def _panel(ax, series: dict, keys: Sequence[str], title: str, xlabel: str, ylabel: str) -> None:
     from matplotlib.ticker import MaxNLocator
     ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
     ax.grid(True, alpha=0.3)
@@ -121,15 +120,12 @@ def _panel(ax, series: dict, keys: Sequence[str], title: str, xlabel: str, ylabe
     for key in keys:
         xs, ys = series[key]
         ax.plot(xs, ys, marker='o' if len(xs) <= 50 else None, markersize=3, label=key)
-    if keys:
-        ax.legend(fontsize='small')
-    else:
-        ax.text(0.5, 0.5, empty, ha='center', va='center', transform=ax.transAxes, color='gray')
+    ax.legend(fontsize='small')
 
 
 def draw(curves: Curves, out, keys: Optional[Sequence[str]] = None):
-    """Draw losses, learning rate and validation metrics side by side into the PNG ``out``;
-    returns the matplotlib figure. ``keys``: training keys of the first panel (every loss)."""
+    """Draw what the log has side by side into the PNG ``out``: losses (or ``keys``), learning
+    rate and validation metrics, a panel each; returns the matplotlib figure."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
     keys = list(keys) if keys else curves.loss_keys()
@@ -137,17 +133,22 @@ def draw(curves: Curves, out, keys: Optional[Sequence[str]] = None):
     if missing:
         raise UsageError(f'{curves.log} has no training key {", ".join(missing)}: it logs '
                          f'{", ".join(sorted(curves.train))}.')
-    fig = Figure(figsize=(16, 4.8), layout='constrained')
-    FigureCanvasAgg(fig)
-    loss_ax, lr_ax, val_ax = fig.subplots(1, 3)
     losses = all(k.startswith('loss') for k in keys)
-    _panel(loss_ax, curves.train, keys, 'Training losses' if losses else 'Training scalars',
-           'iteration', 'loss' if losses else 'value', 'no loss in this log')
-    _panel(lr_ax, curves.train, curves.lr_keys(), 'Learning rate', 'iteration', 'learning rate',
-           'no learning rate in this log')
-    lr_ax.ticklabel_format(axis='y', style='sci', scilimits=(-2, 3))
-    _panel(val_ax, curves.val, sorted(curves.val), 'Validation metrics', curves.val_axis,
-           'metric', 'no validation in this log')
+    panels = [(curves.train, keys, 'Training losses' if losses else 'Training scalars',
+               'iteration', 'loss' if losses else 'value'),
+              (curves.train, curves.lr_keys(), 'Learning rate', 'iteration', 'learning rate'),
+              (curves.val, sorted(curves.val), 'Validation metrics', curves.val_axis, 'metric')]
+    panels = [p for p in panels if p[1]]
+    if not panels:
+        raise UsageError(f'{curves.log} has no loss, learning rate or metric to draw: it logs '
+                         f'{", ".join(sorted(curves.train))}.')
+    fig = Figure(figsize=(16 * len(panels) / 3, 4.8), layout='constrained')
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, panel in zip(axes, panels):
+        _panel(ax, *panel)
+        if panel[2] == 'Learning rate':
+            ax.ticklabel_format(axis='y', style='sci', scilimits=(-2, 3))
     fig.suptitle(str(Path(*curves.log.parts[-4:])))
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, format='png', dpi=100)

@@ -1,5 +1,5 @@
 """Let torch's safe checkpoint loading (``weights_only=True``, the default since torch 2.6)
-read mmengine checkpoints.
+read mmengine checkpoints, inside a ``with`` block only (:func:`mmengine_checkpoints`).
 
 mmengine 0.10.7 saves a checkpoint's ``message_hub`` with :class:`HistoryBuffer` objects
 holding numpy arrays, and calls ``torch.load`` without ``weights_only``. Rather than turning safe
@@ -42,7 +42,9 @@ def mmengine_checkpoint_globals() -> list:
             (history_buffer_getattr, 'builtins.getattr')]
 
 
-def allow_mmengine_checkpoints() -> None:
-    """Allowlist :func:`mmengine_checkpoint_globals` for ``torch.load(weights_only=True)``."""
-    if hasattr(torch.serialization, 'add_safe_globals'):
-        torch.serialization.add_safe_globals(mmengine_checkpoint_globals())
+def mmengine_checkpoints():
+    """A context in which ``torch.load(weights_only=True)`` also accepts
+    :func:`mmengine_checkpoint_globals`: wrap the calls that load mmengine checkpoints (a
+    Runner's ``train()`` or ``test()``, ``CheckpointLoader``, the inferencers) in it. Outside it,
+    torch's allowlist is as torch ships it."""
+    return torch.serialization.safe_globals(mmengine_checkpoint_globals())
