@@ -1,5 +1,4 @@
-"""Benchmarks behind ``tools/benchmark.py``: one module per subcommand (``backbone``,
-``detector``, ``segmentor``, ``export``, ``train``, ``deploy``), each with
-``add_arguments(parser)`` and ``run(args) -> dict``, and the pieces they share (``common``; for
-``export``: ``candidates``, ``macs``, ``load``, ``plot``; for ``deploy --accuracy``:
-``deploy_accuracy``)."""
+"""Benchmarks behind ``tools/benchmark.py``: ``latency`` and ``train`` (and the ``coreml``
+conversion check), each with ``add_arguments(parser)`` and ``run(args) -> dict``, on one model
+builder (:mod:`.models`), one timing loop (:mod:`.timing`) and the export's own writers
+(:mod:`.convert`)."""

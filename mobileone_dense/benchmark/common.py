@@ -1,58 +1,22 @@
-"""What the benchmarks share: where their files go, their timing options, the segmentors'
-classes, tables, JSON and machine facts."""
+"""What the benchmarks share: where their files go, the machine they ran on, how busy other
+processes kept it, per-round ratios, tables and JSON."""
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
+import resource
+import statistics
+import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Sequence
 
 import torch
-from torch import nn
 
 from ..utils import cpu
 
-#: Where the benchmarks write: ``<subcommand>.json``, the export benchmark's picture and ONNX files.
+#: Where the benchmarks write their JSON, pictures and converted models.
 WORK_DIR = Path('work_dirs/benchmark')
-#: The segmentors' classes: VOC's 21, as ``configs/deeplabv3/mobileone_*_voc.py``; the
-#: MobileNetV2 peer (an ADE20k config, 150 classes) is set to match.
-SEG_CLASSES = 21
-SEG_OPTIONS = {'model.decode_head.num_classes': SEG_CLASSES,
-               'model.auxiliary_head.num_classes': SEG_CLASSES}
-#: The timing options of the benchmarks, by name (``seg_rounds``: ``--seg-rounds``): what
-#: argparse needs besides the default, and the help text where several benchmarks share it.
-TIMING_OPTIONS = {
-    'rounds': dict(type=int, help='timed runs per model'),
-    'seg_rounds': dict(type=int),
-    'warmup': dict(type=int),
-    'settle': dict(type=int),
-    'settle_ms': dict(type=float),
-    'calls': dict(type=int),
-    'threads': dict(type=int, help="torch threads (default: torch's choice)"),
-    'ort_pool': dict(choices=['shared', 'per-session']),
-    'stat': dict(choices=['median', 'min']),
-    'work_dir': dict(),
-    'plot': dict(help="where the picture goes (default: %(default)s; '' for none)"),
-}
-
-
-def add_timing_arguments(parser: argparse.ArgumentParser,
-                         helps: Optional[dict[str, str]] = None, **defaults) -> None:
-    """Add to ``parser`` the timing options named in ``defaults``, in the order given:
-    ``rounds=30`` adds ``--rounds`` (an int) with default 30. ``helps`` gives, by the same
-    names, the help texts of the options whose text is the benchmark's own (see
-    :data:`TIMING_OPTIONS`)."""
-    helps = helps or {}
-    unknown = (set(defaults) - set(TIMING_OPTIONS)) | (set(helps) - set(defaults))
-    if unknown:
-        raise TypeError(f'not a timing option given a default: {", ".join(sorted(unknown))}')
-    for name, default in defaults.items():
-        spec = dict(TIMING_OPTIONS[name], default=default)
-        if name in helps:
-            spec['help'] = helps[name]
-        parser.add_argument('--' + name.replace('_', '-'), **spec)
 
 
 def machine_info() -> dict:
@@ -62,8 +26,10 @@ def machine_info() -> dict:
                 cores=os.cpu_count(), torch=torch.__version__, threads=torch.get_num_threads())
 
 
-def num_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+def paired_median(fn: Callable[..., float], *series: Sequence[float]) -> float:
+    """Median over rounds of ``fn`` applied to the candidates' times in the same round: a round
+    takes seconds, so its ratio survives the machine's drift over minutes."""
+    return statistics.median(fn(*values) for values in zip(*series))
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
@@ -78,29 +44,44 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str
 def save_json(result: dict, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=2))
+    path.write_text(json.dumps(result, indent=2, default=str))
     return path
 
 
-def measure_bn(module: nn.Module, images: torch.Tensor) -> None:
-    """Replace the running statistics of every BN in ``module`` by those of ``images`` (one
-    batch; at least 2 images, for the 1x1 maps of SSDLite's last levels), then switch it to
-    eval mode.
+class CPULoad:
+    """Share of the machine's CPU time that other processes used inside the ``with`` block
+    (Linux ``/proc/stat``): 0 on an idle machine, 1 when they kept every core busy."""
 
-    Random weights with a fresh BN's statistics (mean 0, variance 1) blow activations up by
-    orders of magnitude over a deep network (fused SSDLite-MobileOne-S0's reach 1e5); measured
-    statistics keep them at the scale of a trained network, which INT8 quantization needs (XNNPACK
-    refuses a layer whose requantization scale leaves its range).
-    """
-    from torch.nn.modules.batchnorm import _BatchNorm
-    bns = [m for m in module.modules() if isinstance(m, _BatchNorm)]
-    momenta = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # the plain average of the batch's statistics
-    module.train()
-    with torch.no_grad():
-        module(images)
-    for m, momentum in zip(bns, momenta):
-        m.momentum = momentum
-    module.eval()
+    def __enter__(self) -> 'CPULoad':
+        self.start = self._sample()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop = self._sample()
+
+    @staticmethod
+    def _sample() -> tuple[float, float, float]:
+        """Wall clock, CPU seconds all processes were busy, CPU seconds of this process."""
+        with open('/proc/stat') as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+        ours = resource.getrusage(resource.RUSAGE_SELF)
+        busy = (sum(fields) - fields[3] - fields[4]) / os.sysconf('SC_CLK_TCK')  # not idle
+        return time.monotonic(), busy, ours.ru_utime + ours.ru_stime
+
+    @property
+    def others(self) -> float:
+        wall = self.stop[0] - self.start[0]
+        busy, ours = self.stop[1] - self.start[1], self.stop[2] - self.start[2]
+        return max(0.0, busy - ours) / (wall * (os.cpu_count() or 1))
+
+
+def load_notes(loads: dict[str, float], limit: float = 0.1) -> list[str]:
+    """A line per timed part saying how busy other processes kept the CPU, and a warning when
+    that makes the figures untrustworthy."""
+    lines = [f'{name}: other processes used {100 * load:.0f}% of the CPU meanwhile'
+             for name, load in loads.items()]
+    if max(loads.values(), default=0) > limit:
+        lines.append('WARNING: other processes kept the CPU busy during the run; PyTorch\'s '
+                     'threads wait for each other at every op, so these figures are not '
+                     'trustworthy: rerun on an idle machine.')
+    return lines

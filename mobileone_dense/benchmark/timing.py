@@ -1,16 +1,12 @@
-"""The one interleaved timing loop: latency (and training steps) that survive a shared, noisy
-machine.
+"""The one interleaved timing loop, so that figures survive a shared, noisy machine.
 
-Models are timed *side by side*: every round runs each candidate in a rotating order, so a
-burst of load from elsewhere hits all of them alike; we report the median of the rounds.
-
-Within a round, each candidate runs ``settle`` untimed calls right before its timed one. Thread
-pools outlive the call that woke them: PyTorch's OpenMP workers and ONNX Runtime's spinning
-workers keep two cores busy for a while after they return, and a pool that has gone to sleep
-takes time to wake. Timing the first call after a switch charged one runtime for the other's
-threads (on 2 cores, fused MobileOne-S1 read 29-33 ms in PyTorch and 7.0-8.7 ms in ONNX Runtime
-when interleaved call by call, against 12-14 ms and 5.2 ms when each ran alone); one settling call
-brings the interleaved figures back to the steady state a deployed model sees.
+Candidates are timed *side by side*: every round runs each of them in a rotating order, so a
+burst of load from elsewhere hits all of them alike, and the figures are medians over rounds.
+Within a round each candidate first runs untimed settling calls: thread pools outlive the call
+that woke them (PyTorch's OpenMP workers and ONNX Runtime's shared pool keep spinning for a
+while), and the first call after a switch would be charged for the previous candidate's
+threads. Then it runs ``calls`` timed calls, whose median is its time in that round, so that
+one hiccup of the machine does not become the round's figure.
 """
 from __future__ import annotations
 
@@ -18,34 +14,28 @@ import contextlib
 import math
 import statistics
 import time
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Union
 
 import torch
 
+PerCandidate = Union[int, Mapping[str, int]]
 
-def time_side_by_side(fns: Mapping[str, Callable[[], object]], rounds: int = 50,
-                      warmup: int = 5, settle: int | Mapping[str, int] = 1,
-                      progress: bool = True, inference: bool = True,
-                      calls: int | Mapping[str, int] = 1) -> dict[str, dict]:
+
+def time_side_by_side(fns: Mapping[str, Callable[[], object]], rounds: int = 20,
+                      warmup: int = 3, settle: PerCandidate = 1, calls: PerCandidate = 1,
+                      inference: bool = True, progress: bool = True) -> dict[str, dict]:
     """Median, min and interquartile spread (ms) of each callable, measured interleaved, and
     its time in each round (``rounds_ms``), to pair candidates round by round.
 
     Args:
         fns: Name -> zero-argument callable (one forward pass, or one training step).
-        rounds: Timed runs of each callable.
-        warmup: Untimed runs of each callable first.
-        settle: Untimed calls of a candidate right before each of its timed calls, so that it
-            is timed in its own steady state, not while the previous candidate's thread pool
-            still holds the cores (see the module docstring). 0 times the first call. A
-            mapping gives each candidate its own count.
+        rounds: Timed rounds.
+        warmup: Untimed calls of each callable first.
+        settle: Untimed calls of a candidate right before its timed ones in each round (a
+            mapping gives each candidate its own count).
+        calls: Timed calls of a candidate in each round (likewise).
+        inference: Run under ``torch.inference_mode``; False for training steps.
         progress: Print a progress line every tenth round.
-        inference: Run under ``torch.inference_mode``; False for training steps, which need
-            autograd (they run in the caller's grad mode).
-        calls: Timed calls of a candidate in each round, one after another after its settling
-            calls; the median of them is its time in that round. One timed call of a few
-            milliseconds catches any hiccup of a shared machine whole: LiteRT INT8
-            SSDLite-S0 read 4.3-9.4 ms over 30 rounds of one call. A mapping gives each
-            candidate its own count.
     """
     names = list(fns)
     settles = settle if isinstance(settle, Mapping) else dict.fromkeys(names, settle)
@@ -58,8 +48,7 @@ def time_side_by_side(fns: Mapping[str, Callable[[], object]], rounds: int = 50,
             for n in names:
                 fns[n]()
         for r in range(rounds):
-            order = names[r % len(names):] + names[:r % len(names)]
-            for n in order:
+            for n in names[r % len(names):] + names[:r % len(names)]:
                 for _ in range(settles[n]):
                     fns[n]()
                 once = []
@@ -77,14 +66,10 @@ def time_side_by_side(fns: Mapping[str, Callable[[], object]], rounds: int = 50,
 
 def settle_by_time(fns: Mapping[str, Callable[[], object]], ms: float, minimum: int = 1,
                    cap: int = 200) -> dict[str, int]:
-    """Settling calls per candidate (``settle`` of :func:`time_side_by_side`) that last at
-    least ``ms`` milliseconds, and at least ``minimum`` calls (at most ``cap``).
-
-    A count of calls is not enough when a thread pool keeps spinning for a fixed time: ONNX
-    Runtime's shared pool spins for about 40 ms after each run, and a LiteRT (XNNPACK) model
-    of 4.5 ms timed after three settling calls read 9.2 ms. Each candidate's latency is read
-    here from two calls (the faster counts) after one untimed call.
-    """
+    """Settling calls per candidate that last at least ``ms`` milliseconds (and at least
+    ``minimum``, at most ``cap`` calls): a pool that spins for a fixed time after its last
+    run needs a fixed time, not a fixed count, to calm down. Each candidate's call time is read
+    here from the faster of two calls after an untimed one."""
     counts = {}
     with torch.inference_mode():
         for name, fn in fns.items():
