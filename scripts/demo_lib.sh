@@ -3,8 +3,9 @@
 # Environment read here: PYTHON (default .venv/bin/python), DEMO_DATA (default data/demo,
 # generated when missing), DEMO_PROCS (training processes, default 2: one per core,
 # data-parallel through tools/dist_train.sh; 1 trains in one process), DEMO_AMP (auto: bfloat16
-# where the CPU has it; 0 float32; 1 bfloat16) and DEMO_CFG_OPTIONS (extra `--cfg-options` for
-# train and test, e.g. a shorter schedule).
+# where the CPU has it; 0 float32; 1 bfloat16), DEMO_MALLOC (system: glibc's malloc defaults
+# instead of keeping freed memory, see demo_train) and DEMO_CFG_OPTIONS (extra `--cfg-options`
+# for train and test, e.g. a shorter schedule).
 #
 # The terminal shows a header, the training progress bar (mobileone_dense/engine/progress.py),
 # the results and where the pictures are; everything the tools print (mmengine's console log,
@@ -28,7 +29,7 @@ demo_setup() {
     bash scripts/install.sh
   fi
   # The generator writes both the COCO boxes and the semantic masks of the same scenes.
-  if [ ! -f "$data/annotations/instances_val.json" ] || [ ! -f "$data/splits/val.txt" ]; then
+  if [ ! -f "$data/annotations/instances_test.json" ] || [ ! -f "$data/splits/test.txt" ]; then
     echo "$tag: generating the synthetic scenes into $data"
     "$py" tools/make_demo_data.py --out "$data"
   fi
@@ -139,9 +140,18 @@ demo_show_progress() {
 demo_train() {
   local config=$1 work=$2 port=$3 status=0
   # One thread per process: two processes on two cores beat one process with two threads, and
-  # oversubscribed OpenMP threads crawl when the machine is busy. (tools/train.py keeps the
-  # memory each iteration frees for the next one itself: mobileone_dense/utils/malloc.py.)
+  # oversubscribed OpenMP threads crawl when the machine is busy.
   export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+  # glibc's malloc keeps the memory one iteration frees for the next instead of returning it to
+  # the system (and taking fresh, zero-filled pages back every iteration): an mmap threshold at
+  # its 32 MiB maximum, no trimming, the heap grown 64 MiB at a time. The processes then keep
+  # their peak memory until they end. DEMO_MALLOC=system leaves glibc's defaults
+  # (docs/training.md).
+  if [ "${DEMO_MALLOC:-keep}" != system ]; then
+    export MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=2147483647 \
+      MALLOC_TOP_PAD_=67108864
+    echo "$tag: malloc keeps freed memory (MALLOC_*_ set; DEMO_MALLOC=system for glibc's defaults)"
+  fi
   if [ -t 1 ]; then  # a line every iteration, which demo_show_progress redraws in place
     export MOBILEONE_DENSE_PROGRESS=each
   fi

@@ -3,8 +3,8 @@
 # tools/make_demo_data.py, from scratch (nothing is downloaded), on CPU.
 #
 #   generate the scenes (tools/make_demo_data.py, once) -> train (tools/train.py --progress)
-#   -> mIoU and per-class IoU on the val split (tools/test.py, mmseg's IoUMetric), and beside
-#   it mask overlays of a few val scenes (tools/image_demo.py) and the training curves
+#   -> mIoU and per-class IoU on the held-out test split (tools/test.py, mmseg's IoUMetric), and
+#   beside it mask overlays of a few test scenes (tools/image_demo.py) and the training curves
 #   (tools/analyze_logs.py) -> WORK_DIR/summary.json and the result lines (tools/demo_summary.py)
 #
 # The terminal shows the progress bar and the results; the tools' full output is in
@@ -30,9 +30,10 @@ trained=$SECONDS
 
 images=()
 while read -r stem; do
-  images+=("$data/images/val/$stem.jpg")
-done < <(head -n 6 "$data/splits/val.txt")
-echo "demo-seg: evaluating on the val split (mIoU, per-class IoU), drawing ${#images[@]} val scenes"
+  images+=("$data/images/test/$stem.jpg")
+done < <(head -n 6 "$data/splits/test.txt")
+echo "demo-seg: evaluating on the held-out test split (mIoU, per-class IoU), drawing" \
+  "${#images[@]} test scenes"
 demo_inputs "$work/demo_inputs" "${images[@]}"
 demo_draw 'drawing the overlays' "$work/overlays"
 demo_run evaluation "$py" tools/test.py "$config" "$checkpoint" --work-dir "$work" "${opts[@]}"
