@@ -1,14 +1,94 @@
-"""Shared pieces of the tool tests: a tiny demo dataset and config, and running a tool."""
+"""What the test modules share: BN set-ups that expose fusion bugs, the whole-network
+comparison, a tiny demo dataset and config, and running a tool (in a subprocess or in this
+process)."""
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import torch
+from torch.nn.modules.batchnorm import _BatchNorm
+
 ROOT = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = ROOT / 'configs/ssdlite/mobileone_mu0_demo.py'
+VARIANTS = ('s0', 's1', 's2', 's3', 's4', 'mu0', 'mu1', 'mu2')
+DATA = Path(__file__).resolve().parent / 'data'
+
+
+def randomize_bn(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give every BN random running statistics and affine parameters (a fresh BN hides
+    fusion bugs)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, _BatchNorm):
+                n = m.num_features
+                m.running_mean.copy_(torch.randn(n, generator=g) * 0.5)
+                m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
+                m.weight.copy_(torch.randn(n, generator=g) * 0.5 + 1)
+                m.bias.copy_(torch.randn(n, generator=g) * 0.5)
+    return model
+
+
+def calibrate_bn(model: torch.nn.Module, seed: int = 0, size: int = 64) -> torch.nn.Module:
+    """Random BN affine parameters, then running statistics measured on random images.
+
+    Whole networks with made-up statistics blow activations up by orders of magnitude over 40
+    blocks, which drowns any comparison in rounding; measured statistics keep them at the
+    scale of a trained network while still being far from a fresh BN's (0, 1).
+    """
+    g = torch.Generator().manual_seed(seed)
+    bns = [m for m in model.modules() if isinstance(m, _BatchNorm)]
+    with torch.no_grad():
+        for m in bns:
+            m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.copy_(torch.randn(m.num_features, generator=g) * 0.2)
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the calibration batches
+        model.train()
+        for _ in range(2):
+            model(torch.randn(4, 3, size, size, generator=g))
+    for m in bns:
+        m.momentum = 0.1
+    return model.eval()
+
+
+def assert_fused_close(actual: torch.Tensor, expected: torch.Tensor, ulps: float = 5000) -> None:
+    """Whole-network comparison, exact up to float rounding.
+
+    Over 20-40 layers rounding grows with depth, so elementwise relative checks fail on values
+    that cancel out; we bound the normwise relative error and the largest deviation relative to
+    the largest value, both by ``ulps`` units of the dtype's epsilon (6e-4 in float32, 1e-12
+    in float64). A real fusion bug (a padding, a bias, a skip kernel) is off by 1e-2 or more.
+    """
+    tol = ulps * torch.finfo(expected.dtype).eps
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    normwise = ((actual - expected).norm() / expected.norm()).item()
+    peak = ((actual - expected).abs().max() / expected.abs().max()).item()
+    assert normwise <= tol and peak <= tol, (
+        f'fused output differs: normwise {normwise:.2e}, peak {peak:.2e} > {tol:.1e}')
+
+
+class LogCapture(logging.Handler):
+    """Collects what mmengine's logger prints (its stream handler holds the original stdout,
+    out of pytest's reach)."""
+
+    def __init__(self):
+        super().__init__()
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+    @property
+    def text(self):
+        return '\n'.join(self.messages)
+
+
 SIZE = 64
 
 TINY_CONFIG = """
@@ -31,7 +111,9 @@ test_pipeline = [
 train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
                         dataset=dict(data_root=data_root, pipeline=train_pipeline))
 val_dataloader = dict(batch_size=4, num_workers=0, persistent_workers=False,
-                      dataset=dict(data_root=data_root, pipeline=test_pipeline))
+                      dataset=dict(data_root=data_root, pipeline=test_pipeline,
+                                   ann_file='annotations/instances_val.json',
+                                   data_prefix=dict(img='images/val/')))
 test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val.json')
 test_evaluator = val_evaluator
@@ -61,9 +143,9 @@ def run_tool(*args, cwd: Path = ROOT, timeout: float = 120,
                           capture_output=True, text=True)
 
 
-def make_demo_data(out: Path, train: int = 8, val: int = 4) -> Path:
+def make_demo_data(out: Path, train: int = 8, val: int = 4, test: int = 2) -> Path:
     result = run_tool(ROOT / 'tools/make_demo_data.py', '--out', out, '--train', train, '--val',
-                      val, '--size', SIZE)
+                      val, '--test', test, '--size', SIZE)
     assert result.returncode == 0, result.stderr
     return out
 
@@ -104,3 +186,173 @@ def error_line(status: int, stderr: str) -> str:
     lines = [ln for ln in stderr.splitlines() if ln.startswith('error: ')]
     assert len(lines) == 1 and 'Traceback' not in stderr, stderr[-2000:]
     return lines[0]
+
+
+# ------------------------------------------------------------------------------ tiny exports
+#: (H, W) of the tiny exported models and of their test pipelines' Resize: neither square nor
+#: the 64x64 scenes' size, so a mapping back to the original pixels that forgets or swaps an
+#: axis changes the numbers.
+EXPORT_SIZE = (80, 96)
+#: Ground-truth boxes per image (on average) taken from the PyTorch detector's best detections.
+PSEUDO_BOXES = 3
+EXPORT_BASES = {'det': ROOT / 'configs/ssdlite/mobileone_mu0_demo.py',
+                'seg': ROOT / 'configs/deeplabv3/mobileone_mu0_demo.py'}
+EXPORT_CONFIGS = {
+    'det': """
+_base_ = '{base}'
+data_root = '{data}/'
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=({w}, {h}), keep_ratio=False),
+    dict(type='LoadAnnotations', with_bbox=True),
+    dict(type='PackDetInputs',
+         meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
+]
+train_dataloader = dict(dataset=dict(data_root=data_root))
+val_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
+                      dataset=dict(data_root=data_root, ann_file='annotations/pseudo_val.json',
+                                   data_prefix=dict(img='images/val/'), pipeline=test_pipeline))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file=data_root + 'annotations/pseudo_val.json')
+test_evaluator = val_evaluator
+""",
+    'seg': """
+_base_ = '{base}'
+data_root = '{data}'
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=({w}, {h}), keep_ratio=False),
+    dict(type='LoadAnnotations'),
+    dict(type='PackSegInputs'),
+]
+train_dataloader = dict(dataset=dict(data_root=data_root))
+val_dataloader = dict(batch_size=1, num_workers=0, persistent_workers=False,
+                      dataset=dict(data_root=data_root, pipeline=test_pipeline,
+                                   ann_file='splits/val.txt',
+                                   data_prefix=dict(img_path='images/val',
+                                                    seg_map_path='pseudo_masks/val')))
+test_dataloader = val_dataloader
+""",
+}
+#: What the export writes for every test that needs an exported file.
+EXPORT_FORMATS = ('onnx', 'tflite', 'tflite-int8')
+
+
+def val_images(data: Path) -> list[Path]:
+    return sorted((data / 'images' / 'val').glob('*.jpg'))
+
+
+def write_pseudo_ground_truth(case: str, cfg, checkpoint: Path, data: Path) -> None:
+    """Write the PyTorch model's own predictions on the val images as their ground truth.
+
+    A random model scores about zero against the real boxes and masks, and two zeros agree
+    whatever an exported file does. Against its own predictions the checkpoint scores about 1
+    (box mAP) or 100 (mIoU), and an exported file scores the same only if its predictions land
+    on the same original pixels.
+    """
+    import json
+
+    import mmcv
+    import numpy as np
+
+    from mobileone_dense.utils.safe_load import mmengine_checkpoints
+    if case == 'det':
+        from mmdet.apis import inference_detector, init_detector
+        with mmengine_checkpoints():
+            model = init_detector(cfg, str(checkpoint), device='cpu')
+        coco = json.loads((data / 'annotations' / 'instances_val.json').read_text())
+        ids = {im['file_name']: im['id'] for im in coco['images']}
+        detections = []
+        for path in val_images(data):
+            pred = inference_detector(model, str(path)).pred_instances
+            detections += [(score, ids[path.name], box, label) for box, score, label in zip(
+                pred.bboxes.tolist(), pred.scores.tolist(), pred.labels.tolist())]
+        # The best-scoring ones over all images: every detection above the last of them is
+        # right and every one below it wrong, so each class's precision is 1 up to recall 1.
+        detections.sort(key=lambda d: -d[0])
+        annotations = []
+        for _, image_id, (x1, y1, x2, y2), label in detections[:PSEUDO_BOXES * len(ids)]:
+            annotations.append(dict(id=len(annotations) + 1, image_id=image_id,
+                                    category_id=label + 1, bbox=[x1, y1, x2 - x1, y2 - y1],
+                                    area=(x2 - x1) * (y2 - y1), iscrowd=0))
+        assert len({a['category_id'] for a in annotations}) > 1, annotations
+        coco['annotations'] = annotations
+        (data / 'annotations' / 'pseudo_val.json').write_text(json.dumps(coco))
+    else:
+        from mmseg.apis import inference_model, init_model
+        with mmengine_checkpoints():
+            model = init_model(cfg, str(checkpoint), device='cpu')
+        out = data / 'pseudo_masks' / 'val'
+        out.mkdir(parents=True, exist_ok=True)
+        shares = []
+        for path in val_images(data):
+            seg = inference_model(model, str(path)).pred_sem_seg.data[0].numpy().astype(np.uint8)
+            mmcv.imwrite(seg, str(out / f'{path.stem}.png'))
+            shares.append(np.bincount(seg.ravel(), minlength=6) / seg.size)
+        # A map of one class would score 100 whatever the mapping: ask for structure.
+        second = np.sort(np.mean(shares, axis=0))[-2]
+        assert second > 0.05, f'the test model should predict several classes ({shares})'
+
+
+def save_checkpoint(model: torch.nn.Module, path: Path, classes, palette=None) -> Path:
+    """An mmengine-style train-time checkpoint (meta with dataset_meta, optimizer, ...)."""
+    dataset_meta = dict(classes=list(classes))
+    if palette is not None:
+        dataset_meta['palette'] = [list(p) for p in palette]
+    torch.save(dict(meta=dict(epoch=3, iter=30, dataset_meta=dataset_meta,
+                              mmengine_version='0.10.7'),
+                    state_dict=model.state_dict(), optimizer=dict(state={}, param_groups=[])),
+               path)
+    return path
+
+
+class TinyExports:
+    """The tiny detector and segmentor every deployment test uses, each built, saved, given its
+    pseudo ground truth and exported (:data:`EXPORT_FORMATS`, calibrated on the config's
+    training images) once per session, when a test first asks for it.
+
+    ``exports['det']`` is a dict: ``case``, ``config`` (the file), ``cfg``, ``task``, ``model``
+    (the train-time model), ``checkpoint``, ``out`` (the export's folder), ``onnx``,
+    ``tflite``, ``int8``, ``data`` (the demo scenes), ``size``, ``classes``.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.cache: dict[str, dict] = {}
+        self._data = None
+
+    @property
+    def data(self) -> Path:
+        if self._data is None:
+            self._data = make_demo_data(self.root / 'demo', train=4, val=4)
+        return self._data
+
+    def __getitem__(self, case: str) -> dict:
+        if case not in self.cache:
+            self.cache[case] = self._export(case)
+        return self.cache[case]
+
+    def _export(self, case: str) -> dict:
+        from mobileone_dense.apis import build_model, load_config
+        from mobileone_dense.deploy.pipeline import Options, export
+        from mobileone_dense.tasks import task_of
+        root = self.root / case
+        root.mkdir()
+        config = root / 'tiny.py'
+        h, w = EXPORT_SIZE
+        config.write_text(EXPORT_CONFIGS[case].format(base=EXPORT_BASES[case], data=self.data,
+                                                      h=h, w=w))
+        cfg = load_config(config)
+        torch.manual_seed(0)
+        model = calibrate_bn(build_model(cfg), size=96)
+        metainfo = cfg.test_dataloader.dataset.metainfo
+        checkpoint = save_checkpoint(model, root / 'train.pth', metainfo['classes'],
+                                     metainfo.get('palette') if case == 'seg' else None)
+        write_pseudo_ground_truth(case, load_config(config), checkpoint, self.data)
+        out = root / 'deploy'
+        export(config, checkpoint, out, formats=EXPORT_FORMATS, input_size=EXPORT_SIZE,
+               log=lambda _: None, options=Options(calib=4))
+        return dict(case=case, config=config, cfg=load_config(config), task=task_of(cfg),
+                    model=model, checkpoint=checkpoint, out=out, onnx=out / 'model.onnx',
+                    tflite=out / 'model.tflite', int8=out / 'model_int8.tflite',
+                    data=self.data, size=EXPORT_SIZE, classes=list(metainfo['classes']))

@@ -6,12 +6,13 @@ import json
 import re
 
 import pytest
+from helpers import ROOT, call_tool, error_line, make_demo_data, run_tool, write_tiny_config
 from PIL import Image
-from tools_helpers import ROOT, call_tool, error_line, make_demo_data, run_tool, write_tiny_config
 
 from mobileone_dense.utils.logs import draw, find_log, read_log
 
 ITERS = 4  # logged every iteration, validated after iterations 2 and 4
+pytestmark = pytest.mark.slow  # one tiny training run in a subprocess
 
 
 @pytest.fixture(scope='module')
@@ -75,6 +76,19 @@ def test_figure_is_labelled(run, tmp_path):
     assert [t.get_text() for t in lr.get_legend().get_texts()] == ['lr']
     assert 'coco/bbox_mAP' in [t.get_text() for t in metrics.get_legend().get_texts()]
     assert fig._suptitle.get_text().endswith('vis_data/scalars.json')
+
+
+def test_only_what_the_log_has_is_drawn(tmp_path):
+    """A run without validation (the demo's, which tools/test.py evaluates afterwards) gets
+    two panels, no empty third one."""
+    log = tmp_path / 'vis_data' / 'scalars.json'
+    log.parent.mkdir()
+    log.write_text(''.join(json.dumps(dict(iter=i, lr=0.1 / i, loss=2.0 / i, loss_cls=1.0 / i,
+                                          time=0.5)) + '\n' for i in range(1, 6)))
+    fig = draw(read_log(log), tmp_path / 'curves.png')
+    assert [ax.get_title() for ax in fig.axes] == ['Training losses', 'Learning rate']
+    with Image.open(tmp_path / 'curves.png') as image:
+        assert image.size[0] < 2 * image.size[1] + 200  # two panels wide, not three
 
 
 def test_keys_and_out(run, tmp_path, capsys):

@@ -1,7 +1,7 @@
 """Our backbone speaks Apple's checkpoint layout: same keys, same numbers."""
 import pytest
 import torch
-from conftest import DATA, VARIANTS, assert_fused_close, calibrate_bn
+from helpers import DATA, VARIANTS, assert_fused_close, calibrate_bn
 from reference_apple import AppleMobileOne
 
 from mobileone_dense import reparameterize_model

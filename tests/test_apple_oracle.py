@@ -15,7 +15,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import DATA
+from helpers import DATA
 from reference_apple import AppleMobileOne
 
 from mobileone_dense import reparameterize_model

@@ -1,6 +1,6 @@
 import pytest
 import torch
-from conftest import VARIANTS
+from helpers import VARIANTS
 
 from mobileone_dense.models import ARCHS, MobileOne, MobileOneArch, get_arch, stage_channels
 

@@ -2,7 +2,7 @@ import importlib
 
 import pytest
 import torch
-from conftest import randomize_bn
+from helpers import randomize_bn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 import mobileone_dense

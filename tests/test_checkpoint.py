@@ -4,7 +4,7 @@ import re
 
 import pytest
 import torch
-from conftest import ROOT, assert_fused_close, calibrate_bn
+from helpers import ROOT, assert_fused_close, calibrate_bn
 from reference_apple import AppleMobileOne
 
 from mobileone_dense import reparameterize_model

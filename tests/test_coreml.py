@@ -1,31 +1,26 @@
-"""Core ML export (mobileone_dense.export: coreml, coreml_input, coreml_check): the demo
-SSDLite-mu0 and DeepLabV3-mu0 (random weights, fused) convert to ML programs whose check passes
-(one conv per convolution the fused network runs, no batch_norm), the train-time network's
-program fails it, FP16 and FP32 show in the spec, and the image input (RGB, mean in the bias,
-1/std in the graph) computes exactly what the data preprocessor computes. Core ML cannot predict
-on Linux, so the preprocessing is checked against the preprocessor in PyTorch and in the
-program's constants."""
+"""Core ML export (mobileone_dense.export: coreml, coreml_check): the demo SSDLite-mu0 and
+DeepLabV3-mu0 (random weights, fused) convert to ML programs whose check passes (one conv per
+convolution the fused network runs, no batch_norm), the train-time network's program fails it,
+FP16 and FP32 show in the spec, and the image input (BGR, -mean in the bias, the rest folded
+into the first convolution) gives the network's outputs. Core ML cannot predict on Linux, so the
+preprocessing is checked in PyTorch and in the program's constants."""
 from __future__ import annotations
 
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import torch
+from helpers import ROOT
 from torch import nn
 
-import mobileone_dense  # noqa: F401  (registers MobileOne, applies the compat fixes)
 from mobileone_dense.apis import build_model, load_config
 from mobileone_dense.errors import ExportError
-from mobileone_dense.export import coreml, coreml_check, coreml_input
-from mobileone_dense.export.fusion import fuse
+from mobileone_dense.export import coreml, coreml_check
 from mobileone_dense.export.graph import Normalize
 from mobileone_dense.export.numerics import make_image
+from mobileone_dense.models import reparameterize_model
 from mobileone_dense.tasks import task_of
 
-pytest.importorskip('coremltools')
-
-ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = {'det': ROOT / 'configs/ssdlite/mobileone_mu0_demo.py',
            'seg': ROOT / 'configs/deeplabv3/mobileone_mu0_demo.py'}
 SIZE = (128, 128)
@@ -37,7 +32,7 @@ def _case(name: str) -> SimpleNamespace:
     task = task_of(cfg)
     torch.manual_seed(0)
     model = build_model(cfg)
-    fused = fuse(model)
+    fused = reparameterize_model(model)
     return SimpleNamespace(cfg=cfg, task=task, model=model, fused=fused,
                            network=task.network(fused, SIZE), image=make_image(SIZE))
 
@@ -65,42 +60,29 @@ def _conv2d_modules(module: nn.Module) -> int:
 
 
 # ------------------------------------------------------------------------------ the image input
-@pytest.mark.parametrize('name', ['det', 'seg'])
-def test_folding_matches_the_data_preprocessor(name, request):
-    case = request.getfixturevalue(name)
-    pre = case.cfg.model.data_preprocessor
-    folding = coreml_input.fold_normalize(case.network.core.normalize)
-    # bgr_to_rgb=True: the network wants RGB, so the image input is RGB and the graph has no
-    # swap; std differs per channel (58.395/57.12/57.375), so 1/std stays in the graph.
-    assert pre['bgr_to_rgb'] and folding.color_layout == 'RGB'
-    assert folding.scale == 1.0
-    assert folding.bias == pytest.approx([-m for m in pre['mean']], rel=1e-6)
-    assert folding.factor == pytest.approx([1 / s for s in pre['std']], rel=1e-6)
-    bgr = make_image(SIZE, seed=1)
-    expected = Normalize(case.model.data_preprocessor)(bgr)
-    torch.testing.assert_close(folding.apply(bgr), expected, rtol=1e-6, atol=1e-5)
-    # and what the converted graph gets from Core ML's image input (RGB, scale, bias) gives
-    # the network's own outputs on the BGR image
-    graph, _ = coreml_input.image_network(case.network)
-    rgb = bgr.flip(1)
-    image_input = folding.scale * rgb + torch.tensor(folding.bias).view(1, 3, 1, 1)
-    with torch.no_grad():
-        for a, b in zip(graph(image_input), case.network(bgr)):
-            torch.testing.assert_close(a.float(), b.float(), rtol=1e-4, atol=1e-4)
-    assert isinstance(case.network.core.normalize, Normalize)  # the original is untouched
-
-
-def test_folding_with_one_std_goes_into_the_input():
-    pre = SimpleNamespace(_channel_conversion=False, _enable_normalize=True,
+def test_without_a_fold_the_whole_normalisation_stays_in_the_graph():
+    """A network whose normalised image feeds two convolutions cannot take the fold: the image
+    input then passes the pixels as they are, and the graph normalises them itself."""
+    pre = SimpleNamespace(_channel_conversion=True, _enable_normalize=True,
                           mean=torch.tensor([10., 20., 30.]).view(3, 1, 1),
-                          std=torch.full((3, 1, 1), 255.))
-    normalize = Normalize(pre)
-    folding = coreml_input.fold_normalize(normalize)
-    assert folding.color_layout == 'BGR' and folding.factor is None
-    assert folding.scale == pytest.approx(1 / 255)
-    bgr = make_image((8, 8))
-    torch.testing.assert_close(folding.apply(bgr), normalize(bgr), rtol=1e-6, atol=1e-6)
-    assert coreml_input.ChannelScale(folding.factor)(bgr) is bgr
+                          std=torch.tensor([50., 60., 70.]).view(3, 1, 1))
+
+    class Core(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.normalize = Normalize(pre)
+            self.a, self.b = nn.Conv2d(3, 4, 3), nn.Conv2d(3, 4, 3)
+
+        def forward(self, x):
+            x = self.normalize(x)
+            return self.a(x) + self.b(x)
+
+    network = nn.Module()
+    network.core = Core()
+    network.forward = lambda x: network.core(x)
+    graph, image_input = coreml.image_graph(network, make_image((16, 16)))
+    assert image_input == coreml.ImageInput()  # BGR, scale 1, bias 0
+    assert isinstance(graph.core.normalize, Normalize) and graph.core.normalize.std is not None
 
 
 @pytest.mark.parametrize('name', ['det', 'seg'])
@@ -110,7 +92,10 @@ def test_converted_graph_on_the_image_input_is_the_network(name, request):
     BGR image; none of the normalisation is left in the graph."""
     case = request.getfixturevalue(name)
     graph, folding = coreml.image_graph(case.network, case.image)
-    assert folding.factor is None and folding.scale == 1.0
+    assert folding.color_layout == 'BGR' and folding.scale == 1.0
+    mean = case.cfg.model.data_preprocessor['mean']  # RGB
+    assert folding.bias == pytest.approx([-m for m in mean[::-1]], rel=1e-6)
+    assert isinstance(case.network.core.normalize, Normalize)  # the original is untouched
     assert coreml_check.count_convs(graph, case.image) == coreml_check.count_convs(
         case.network, case.image)
     bgr = make_image(SIZE, seed=2)  # not the image the fold was checked on
@@ -122,6 +107,7 @@ def test_converted_graph_on_the_image_input_is_the_network(name, request):
 
 
 # ------------------------------------------------------------------------------ the program
+@pytest.mark.slow
 def test_fused_detector_program_passes_the_check(det, det_fp16):
     r = det_fp16
     assert r['ok'], r['problems']
@@ -146,6 +132,7 @@ def test_fused_detector_program_passes_the_check(det, det_fp16):
     assert 'macOS' in r['predictions'] and 'OK' in coreml_check.describe(r)
 
 
+@pytest.mark.slow
 def test_fused_segmentor_program_in_fp32(seg, tmp_path):
     lines = []
     r = coreml.export_coreml(seg.network, seg.image, tmp_path / 'model.mlpackage',
@@ -165,6 +152,7 @@ def test_fused_segmentor_program_in_fp32(seg, tmp_path):
         ('seg_logits', 'FLOAT32', [1, 6, *SIZE]), ('seg_map', 'INT32', [1, *SIZE])]
 
 
+@pytest.mark.slow
 def test_train_time_program_fails_the_check(seg, tmp_path, monkeypatch):
     """The check can fail: the unfused network keeps its branches (convs) and skip BNs."""
     unfused = seg.task.network(seg.model, SIZE)
@@ -190,6 +178,7 @@ class _DataDependent(nn.Module):
         return x * 2 if x.mean() > 100 else x
 
 
+@pytest.mark.slow
 def test_errors_are_one_sentence(tmp_path):
     image = torch.zeros(1, 3, 32, 32)
     with pytest.raises(ExportError, match='precision'):

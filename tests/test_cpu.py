@@ -1,9 +1,9 @@
 """The CPU's instruction sets behind the benchmarks' figures (mobileone_dense/utils/cpu.py) and
-the deploy benchmark's note for a CPU without int8 dot products."""
+the latency benchmark's note for a CPU without int8 dot products."""
 import platform
 
 from mobileone_dense.benchmark.common import machine_info
-from mobileone_dense.benchmark.deploy_report import int8_note
+from mobileone_dense.benchmark.latency import notes
 from mobileone_dense.utils import cpu
 
 ARM_CPUINFO = ('processor\t: 0\nBogoMIPS\t: 50.00\n'
@@ -39,7 +39,7 @@ def test_machine_info_names_the_instruction_sets():
     assert info['bf16'] == cpu.bf16_instructions()
 
 
-def test_deploy_notes_a_cpu_without_int8_dot_products():
-    (note,) = int8_note(dict(cpu='x86_64', cpu_name='AMD EPYC', int8_dot=[]))
-    assert 'AMD EPYC' in note and 'no int8 dot-product instructions' in note
-    assert int8_note(dict(cpu='x86_64', cpu_name='Xeon', int8_dot=['AVX512-VNNI'])) == []
+def test_latency_notes_a_cpu_without_int8_dot_products():
+    without = notes({}, dict(cpu='x86_64', cpu_name='AMD EPYC', int8_dot=[]))
+    assert any('AMD EPYC' in n and 'no int8 dot-product instructions' in n for n in without)
+    assert notes({}, dict(cpu='x86_64', cpu_name='Xeon', int8_dot=['AVX512-VNNI'])) == []

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import assert_fused_close, calibrate_bn
+from helpers import assert_fused_close, calibrate_bn
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 from PIL import Image

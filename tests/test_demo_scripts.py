@@ -11,7 +11,8 @@ import re
 import subprocess
 import sys
 
-from tools_helpers import ROOT, error_line, free_port, make_demo_data, tool_env
+import pytest
+from helpers import ROOT, error_line, free_port, make_demo_data, tool_env
 
 from mobileone_dense.utils import cli
 
@@ -24,7 +25,7 @@ PROGRESS = r'^{tag}: train (\d+)/(\d+) \[[#-]{{20}}\] loss (\S+)  ([\d.]+) s/it 
 
 
 def start_demo(script: str, tmp_path, procs: int, options: str) -> subprocess.CompletedProcess:
-    data = make_demo_data(tmp_path / 'demo')
+    data = make_demo_data(tmp_path / 'demo', test=4)
     env = dict(tool_env(), DEMO_DATA=str(data), WORK_DIR=str(tmp_path / 'work'),
                DEMO_PROCS=str(procs), DEMO_CFG_OPTIONS=f'{options} {LOG_EACH_ITER}',
                PORT=str(free_port()), PYTHON=sys.executable)
@@ -107,6 +108,7 @@ def check_table(work, summary: dict, metric: str, capsys) -> None:
     assert row.endswith(summary['pictures'] + '/'), row
 
 
+@pytest.mark.slow
 def test_detection_demo_script(tmp_path, capsys):
     out = run_demo('demo_detection.sh', tmp_path, 1, 'train_cfg.max_iters=6')
     work = tmp_path / 'work'
@@ -116,14 +118,15 @@ def test_detection_demo_script(tmp_path, capsys):
     summary = check_summary(work, 'detection', 6)
     assert summary['value'] == metrics['coco/bbox_mAP']
     assert summary['passed'] == (metrics['coco/bbox_mAP'] >= 0.5)
-    assert f'val box mAP@[0.5:0.95] {metrics["coco/bbox_mAP"]:.3f} ' in out
-    # the four val scenes of the tiny data set, drawn
+    assert f'test box mAP@[0.5:0.95] {metrics["coco/bbox_mAP"]:.3f} ' in out
+    # the four test scenes of the tiny data set, drawn
     assert sorted(p.name for p in (work / 'pictures').glob('*.png')) == [
         f'{i:06d}.png' for i in range(4)]
     assert f'pictures {work / "pictures"}/ (4 PNGs)' in out
     check_table(work, summary, f'box mAP {metrics["coco/bbox_mAP"]:.3f}', capsys)
 
 
+@pytest.mark.slow
 def test_segmentation_demo_script(tmp_path, capsys):
     # 8 train scenes, 8 a batch in each of 2 processes: 1 iteration an epoch
     out = run_demo('demo_segmentation.sh', tmp_path, 2, 'train_cfg.max_epochs=4')
@@ -143,7 +146,7 @@ def test_segmentation_demo_script(tmp_path, capsys):
     assert worst['iou'] == min(measured) and ious[worst['name']] == worst['iou']
     assert summary['passed'] == (metrics['mIoU'] >= 70 and min(measured) >= 50
                                  and len(measured) == len(ious))
-    assert f'val mIoU {metrics["mIoU"]:.1f}%, worst class {worst["name"]} ' in out
+    assert f'test mIoU {metrics["mIoU"]:.1f}%, worst class {worst["name"]} ' in out
     assert re.search(r'per-class IoU background [\d.]+, ellipse ', out), out
     assert sorted(p.name for p in (work / 'overlays').glob('*.png')) == [
         f'{i:06d}.png' for i in range(4)]
@@ -155,6 +158,7 @@ def test_summary_table_without_a_run(tmp_path, capsys):
     assert 'summary.json does not exist: run the demo first' in error_line(status, err)
 
 
+@pytest.mark.slow
 def test_a_failing_step_shows_its_error(tmp_path):
     """With the tools' output in demo.log, a failure must still reach the terminal."""
     result = start_demo('demo_detection.sh', tmp_path, 1,
@@ -212,9 +216,10 @@ def test_summary_table_refuses_a_time_limit_of_zero(tmp_path, capsys):
     assert 'must be a number of seconds above 0' in error_line(status, err)
 
 
+@pytest.mark.slow
 def test_demo_runs_script(tmp_path):
     """scripts/demo_runs.sh 2 detection: two detection demos in a row, then their table."""
-    data = make_demo_data(tmp_path / 'demo')
+    data = make_demo_data(tmp_path / 'demo', test=4)
     env = dict(tool_env(), DEMO_DATA=str(data), DEMO_RUNS_DIR=str(tmp_path / 'runs'),
                DEMO_PROCS='1', DEMO_CFG_OPTIONS=f'train_cfg.max_iters=2 {LOG_EACH_ITER}',
                DEMO_TIME_LIMIT='3600', PORT=str(free_port()), PYTHON=sys.executable)

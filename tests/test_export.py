@@ -1,7 +1,7 @@
-"""tools/export.py: a trained (randomly initialised, BN-calibrated) SSDLite-S0 and DeepLabV3-S0
-go from a train-time mmengine checkpoint to fused.pth + deploy_config.py + model.onnx; the pair
-loads strictly and gives the train-time outputs, ONNX Runtime gives PyTorch's predictions, the
-OpenMMLab inferencers run on the pair, and bad checkpoints are refused with one sentence."""
+"""tools/export.py and its pipeline: a train-time checkpoint of the tiny detector and segmentor
+(helpers.TinyExports) becomes fused.pth + deploy_config.py + model.onnx; the pair loads strictly
+and gives the train-time outputs, ONNX Runtime gives PyTorch's predictions, the OpenMMLab
+inferencers run on the pair, and bad checkpoints are refused with one sentence."""
 from __future__ import annotations
 
 import importlib.util
@@ -11,28 +11,25 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from conftest import assert_fused_close, calibrate_bn
+from helpers import ROOT, assert_fused_close, calibrate_bn, save_checkpoint
 from mmengine.config import Config
 from mmengine.runner import load_checkpoint
 
-import mobileone_dense  # noqa: F401  (registers MobileOne, applies the compat fixes)
+import mobileone_dense
 from mobileone_dense.apis import build_model, load_config
-from mobileone_dense.export import pipeline
+from mobileone_dense.deploy import pipeline
 from mobileone_dense.export.numerics import make_image, raw_outputs
 from mobileone_dense.export.onnx import export_onnx
 from mobileone_dense.runtimes.onnxruntime import ort_session
-from mobileone_dense.tasks import TASKS
 from mobileone_dense.utils.cli import run_tool
+from mobileone_dense.utils.safe_load import mmengine_checkpoints
 
-ROOT = Path(__file__).resolve().parents[1]
-TASK = {'det': TASKS['mmdet'], 'seg': TASKS['mmseg']}
-# Small inputs keep the file fast; the configs are the shipped ones.
-CASES = {
-    'det': dict(config=ROOT / 'configs/ssdlite/mobileone_s0.py', size=(128, 160),
-                classes=[f'thing{i}' for i in range(80)]),
-    'seg': dict(config=ROOT / 'configs/deeplabv3/mobileone_s0_voc.py', size=(96, 128),
-                classes=[f'stuff{i}' for i in range(21)]),
-}
+pytestmark = pytest.mark.slow  # the tiny models are exported with litert-torch once
+
+
+@pytest.fixture(scope='module', params=['det', 'seg'])
+def exported(request, tiny_exports):
+    return tiny_exports[request.param]
 
 
 def _export(*argv) -> int:
@@ -43,62 +40,28 @@ def _export(*argv) -> int:
     return run_tool(module.main, [str(a) for a in argv])
 
 
-def _train_time_model(case: str, seed: int = 0, arch: str = 's0') -> torch.nn.Module:
-    cfg = load_config(CASES[case]['config'])
-    cfg.model.backbone.arch = arch
-    torch.manual_seed(seed)
-    # BN statistics measured at about the test size, so that the coarsest SSD levels (1x1 at
-    # this size) see the statistics they were calibrated with.
-    return calibrate_bn(build_model(cfg), seed=seed, size=128)
-
-
-def _save_checkpoint(model: torch.nn.Module, case: str, path: Path) -> Path:
-    """An mmengine-style train-time checkpoint (meta with dataset_meta, optimizer, ...)."""
-    classes = CASES[case]['classes']
-    dataset_meta = dict(classes=classes)
-    if case == 'seg':
-        dataset_meta['palette'] = [[i * 12, 255 - i * 12, i * 5] for i in range(len(classes))]
-    torch.save(dict(meta=dict(epoch=3, iter=30, dataset_meta=dataset_meta,
-                              mmengine_version='0.10.7'),
-                    state_dict=model.state_dict(), optimizer=dict(state={}, param_groups=[])),
-               path)
-    return path
-
-
-@pytest.fixture(scope='module', params=sorted(CASES))
-def exported(request, tmp_path_factory):
-    """Run tools/export.py --onnx once per task."""
-    case = request.param
-    tmp = tmp_path_factory.mktemp(case)
-    model = _train_time_model(case)
-    ckpt = _save_checkpoint(model, case, tmp / 'epoch_3.pth')
-    out = tmp / 'deploy'
-    h, w = CASES[case]['size']
-    code = _export(CASES[case]['config'], ckpt, '--out-dir', out, '--onnx', '--input-size', h, w)
-    assert code == 0
-    return dict(case=case, model=model, out=out, size=(h, w), tmp=tmp)
-
-
 def _deploy_model(out: Path) -> torch.nn.Module:
     """The deploy config's model with fused.pth loaded strictly, the way mmengine loads."""
     cfg = Config.fromfile(out / 'deploy_config.py')
     model = build_model(cfg)
-    load_checkpoint(model, str(out / 'fused.pth'), map_location='cpu', strict=True)
+    with mmengine_checkpoints():
+        load_checkpoint(model, str(out / 'fused.pth'), map_location='cpu', strict=True)
     return model
 
 
 def test_writes_the_deploy_files(exported):
     out = exported['out']
     assert sorted(p.name for p in out.iterdir()) == [
-        'deploy_config.py', 'fused.pth', 'model.onnx', 'train_config.py']
+        'deploy_config.py', 'fused.pth', 'model.onnx', 'model.tflite',
+        'model_int8.calibration.json', 'model_int8.tflite', 'train_config.py']
     cfg = Config.fromfile(out / 'deploy_config.py')
     assert cfg.model.backbone.deploy is True
     assert cfg.model.backbone.init_cfg is None
-    fused = torch.load(out / 'fused.pth', map_location='cpu')  # safe loading (weights_only)
+    fused = torch.load(out / 'fused.pth', map_location='cpu')  # plain safe loading
     keys = list(fused['state_dict'])
     assert any('.reparam_conv.' in k for k in keys)
     assert not any('.rbr_' in k for k in keys)
-    assert list(fused['meta']['dataset_meta']['classes']) == CASES[exported['case']]['classes']
+    assert list(fused['meta']['dataset_meta']['classes']) == exported['classes']
     assert fused['meta']['epoch'] == 3
     onnx.checker.check_model(str(out / 'model.onnx'))
 
@@ -108,7 +71,7 @@ def test_fused_pair_gives_the_train_time_outputs(exported):
     deployed = _deploy_model(out)
     assert deployed.backbone.deployed
     image = make_image(exported['size'], seed=1)  # not the tool's own check input
-    inputs, _ = TASK[exported['case']].preprocess(model, image)
+    inputs, _ = exported['task'].preprocess(model, image)
     expected, actual = raw_outputs(model, inputs), raw_outputs(deployed, inputs)
     assert len(actual) == len(expected) > 0
     for a, e in zip(actual, expected):
@@ -133,16 +96,15 @@ def _pair_detections(actual, expected):
 
 def test_onnx_runtime_agrees_with_pytorch(exported):
     import onnxruntime as ort
-    out, case = exported['out'], exported['case']
+    out, task = exported['out'], exported['task']
     deployed = _deploy_model(out)
-    task = TASK[case]
     image = make_image(exported['size'], seed=2)
     session = ort.InferenceSession(str(out / 'model.onnx'), providers=['CPUExecutionProvider'])
     assert [i.name for i in session.get_inputs()] == ['image']
     assert [o.name for o in session.get_outputs()] == list(task.output_names)
     result = session.run(None, {'image': image.numpy()})
     expected = task.predictions(deployed, image)
-    if case == 'det':
+    if exported['case'] == 'det':
         boxes, scores, labels = expected
         assert len(boxes) > 10, 'the test model should detect something'
         assert len(result[0]) == len(boxes)
@@ -159,45 +121,44 @@ def test_onnx_runtime_agrees_with_pytorch(exported):
 
 
 def test_onnx_graph_holds_the_post_processing(exported):
-    graph = onnx.load(str(exported['out'] / 'model.onnx')).graph
+    graph = onnx.load(str(exported['onnx'])).graph
     ops = {n.op_type for n in graph.node}
     if exported['case'] == 'det':
-        assert 'NonMaxSuppression' in ops  # NMS is inside the graph
-        assert 'TopK' in ops
+        assert {'NonMaxSuppression', 'TopK'} <= ops  # NMS is inside the graph
     else:
-        assert 'ArgMax' in ops and 'Resize' in ops
+        assert {'ArgMax', 'Resize'} <= ops
     assert not any('rbr_' in init.name for init in graph.initializer)
 
 
 def test_inferencers_run_on_the_pair(exported, tmp_path):
     import mmcv
-    out, case = exported['out'], exported['case']
+    out = exported['out']
     image = make_image((90, 120), seed=3)[0].permute(1, 2, 0).numpy().astype(np.uint8)
     path = str(tmp_path / 'image.jpg')
     mmcv.imwrite(image, path)
-    if case == 'det':
-        from mmdet.apis import DetInferencer
-        inferencer = DetInferencer(model=str(out / 'deploy_config.py'),
-                                   weights=str(out / 'fused.pth'), device='cpu',
-                                   show_progress=False)
-        result = inferencer(path, out_dir=str(tmp_path / 'vis'))
+    with mmengine_checkpoints():
+        if exported['case'] == 'det':
+            from mmdet.apis import DetInferencer
+            inferencer = DetInferencer(model=str(out / 'deploy_config.py'),
+                                       weights=str(out / 'fused.pth'), device='cpu',
+                                       show_progress=False)
+        else:
+            from mmseg.apis import MMSegInferencer
+            inferencer = MMSegInferencer(model=str(out / 'deploy_config.py'),
+                                         weights=str(out / 'fused.pth'), device='cpu')
+    result = inferencer(path, out_dir=str(tmp_path / 'vis'))
+    if exported['case'] == 'det':
         assert len(result['predictions'][0]['bboxes']) > 0
-        assert (tmp_path / 'vis' / 'vis' / 'image.jpg').is_file()
     else:
-        from mmseg.apis import MMSegInferencer
-        inferencer = MMSegInferencer(model=str(out / 'deploy_config.py'),
-                                     weights=str(out / 'fused.pth'), device='cpu')
-        result = inferencer(path, out_dir=str(tmp_path / 'vis'))
         assert result['predictions'].shape == (90, 120)
-        assert (tmp_path / 'vis' / 'vis' / 'image.jpg').is_file()
+    assert (tmp_path / 'vis' / 'vis' / 'image.jpg').is_file()
     assert inferencer.model.backbone.deployed
-    assert list(inferencer.model.dataset_meta['classes']) == CASES[case]['classes']
+    assert list(inferencer.model.dataset_meta['classes']) == exported['classes']
 
 
 # ---------------------------------------------------------------------------- refusals
-def _run_refused(case: str, ckpt: Path, out: Path, capsys) -> str:
-    h, w = CASES[case]['size']
-    code = _export(CASES[case]['config'], ckpt, '--out-dir', out, '--input-size', h, w)
+def _run_refused(config, ckpt: Path, out: Path, capsys) -> str:
+    code = _export(config, ckpt, '--out-dir', out, '--input-size', 64, 64)
     err = capsys.readouterr().err
     assert code == 1
     assert not out.exists(), 'a refused export must not write anything'
@@ -207,37 +168,37 @@ def _run_refused(case: str, ckpt: Path, out: Path, capsys) -> str:
 
 
 def test_mismatched_checkpoint_is_refused_with_one_sentence(tmp_path, capsys):
-    cfg = load_config(CASES['det']['config'])
+    config = ROOT / 'configs/ssdlite/mobileone_s0.py'
+    cfg = load_config(config)
     cfg.model.backbone.arch = 's1'  # an S1 detector's checkpoint for the S0 config
     channels = tuple(mobileone_dense.stage_channels('s1', (3, 4)))
     cfg.model.neck.in_channels = channels
     cfg.model.neck.out_channels = channels + tuple(cfg.model.neck.out_channels[2:])
     cfg.model.bbox_head.in_channels = cfg.model.neck.out_channels
-    wrong = build_model(cfg)
-    ckpt = _save_checkpoint(wrong, 'det', tmp_path / 's1.pth')
-    line = _run_refused('det', ckpt, tmp_path / 'out', capsys)
+    ckpt = save_checkpoint(build_model(cfg), tmp_path / 's1.pth', ['a'])
+    line = _run_refused(config, ckpt, tmp_path / 'out', capsys)
     assert 'does not fit SingleStageDetector' in line
     assert 'shape mismatches' in line and 'backbone.stage0.rbr_conv.0.conv.weight' in line
 
 
 def test_already_fused_checkpoint_is_refused(exported, tmp_path, capsys):
-    line = _run_refused(exported['case'], exported['out'] / 'fused.pth', tmp_path / 'out',
+    line = _run_refused(exported['config'], exported['out'] / 'fused.pth', tmp_path / 'out',
                         capsys)
     assert 'is already fused' in line and 'deploy=True' in line
 
 
-def test_fusion_that_changes_outputs_writes_nothing(tmp_path, capsys, monkeypatch):
-    model = _train_time_model('seg')
-    ckpt = _save_checkpoint(model, 'seg', tmp_path / 'epoch_3.pth')
-    fuse = pipeline.fuse
+def test_fusion_that_changes_outputs_writes_nothing(tiny_exports, tmp_path, capsys,
+                                                   monkeypatch):
+    seg = tiny_exports['seg']
+    fuse = pipeline.reparameterize_model
 
     def broken_fuse(m):
         fused = fuse(m)
         with torch.no_grad():
             fused.backbone.stage2[3].reparam_conv.bias.add_(0.5)  # a fusion bug
         return fused
-    monkeypatch.setattr(pipeline, 'fuse', broken_fuse)
-    line = _run_refused('seg', ckpt, tmp_path / 'out', capsys)
+    monkeypatch.setattr(pipeline, 'reparameterize_model', broken_fuse)
+    line = _run_refused(seg['config'], seg['checkpoint'], tmp_path / 'out', capsys)
     assert 'differs from the train-time model beyond float tolerance' in line
     assert 'nothing was written' in line
 

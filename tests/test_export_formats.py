@@ -1,5 +1,5 @@
-"""tools/export.py --format tflite tflite-int8: a randomly initialised, BN-calibrated SSDLite-S0
-and DeepLabV3-S0 become LiteRT models; the FP32 model gives PyTorch's outputs in LiteRT
+"""tools/export.py --format tflite tflite-int8: the tiny detector and segmentor
+(helpers.TinyExports) become LiteRT models; the FP32 model gives PyTorch's outputs in LiteRT
 (XNNPACK), the INT8 model runs and follows the float network closely, calibration reads the
 config's training images through its test pipeline (or a folder), and bad requests (an unknown
 format, a calibration folder without readable images, a network the converter rejects) get one
@@ -14,23 +14,21 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from test_export import CASES, TASK, _export, _save_checkpoint, _train_time_model
-from tools_helpers import make_demo_data
+from helpers import ROOT, calibrate_bn, make_demo_data, save_checkpoint
 
-import mobileone_dense  # noqa: F401  (registers MobileOne, applies the compat fixes)
 from mobileone_dense.apis import build_model, load_config
+from mobileone_dense.deploy.calibration import calibration_images
 from mobileone_dense.errors import ExportError
 from mobileone_dense.export import litert as litert_export
-from mobileone_dense.export.calibration import calibration_images
 from mobileone_dense.export.numerics import correlation, make_image
 from mobileone_dense.runtimes import open_model
 from mobileone_dense.runtimes.litert import LiteRTModel
+from mobileone_dense.utils.cli import run_tool
 
-ROOT = Path(__file__).resolve().parents[1]
 #: The INT8 network's outputs (boxes and class scores; logits) must correlate with float at
-#: least this well on its calibration-like input. Measured: 0.9998 (SSDLite-S0) and 0.999
-#: (DeepLabV3-S0) on these random networks; a broken scale or a wrong layout gives < 0.5.
+#: least this well on its calibration-like input; a broken scale or a wrong layout gives < 0.5.
 INT8_MIN_CORRELATION = 0.95
+DET_CONFIG = ROOT / 'configs/ssdlite/mobileone_mu0_demo.py'
 
 
 def _calib_folder(path: Path, size, count: int = 4) -> Path:
@@ -41,36 +39,39 @@ def _calib_folder(path: Path, size, count: int = 4) -> Path:
     return path
 
 
-@pytest.fixture(scope='module', params=sorted(CASES))
-def exported(request, tmp_path_factory):
-    """tools/export.py --format tflite tflite-int8 once per task (calibrated on a folder)."""
-    case = request.param
-    tmp = tmp_path_factory.mktemp(f'{case}_tflite')
-    model = _train_time_model(case)
-    ckpt = _save_checkpoint(model, case, tmp / 'epoch_3.pth')
-    h, w = CASES[case]['size']
-    calib = _calib_folder(tmp / 'calib', (h, w))
-    out = tmp / 'deploy'
-    code = _export(CASES[case]['config'], ckpt, '--out-dir', out, '--format', 'tflite',
-                   'tflite-int8', '--calib-data', calib, '--input-size', h, w)
-    assert code == 0
-    deploy_model = build_model(load_config(out / 'deploy_config.py'), checkpoint=out / 'fused.pth')
-    return dict(case=case, out=out, size=(h, w), model=deploy_model, calib=calib)
+def _export(*argv) -> int:
+    """Run tools/export.py's main as its command line does; returns the exit status."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location('export_tool', ROOT / 'tools/export.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return run_tool(module.main, [str(a) for a in argv])
+
+
+@pytest.fixture(scope='module', params=['det', 'seg'])
+def exported(request, tiny_exports):
+    """The tiny model's export and its fused deploy model."""
+    case = dict(tiny_exports[request.param])
+    out = case['out']
+    case['deployed'] = build_model(load_config(out / 'deploy_config.py'),
+                                   checkpoint=out / 'fused.pth')
+    return case
 
 
 def _network_outputs(exported, image):
-    network = TASK[exported['case']].network(exported['model'], exported['size'])
+    network = exported['task'].network(exported['deployed'], exported['size'])
     with torch.no_grad():
         return [o for o in network(image)]
 
 
+@pytest.mark.slow
 def test_tflite_fp32_gives_pytorch_outputs(exported):
     model = open_model(exported['out'] / 'model.tflite', threads=2)
     assert isinstance(model, LiteRTModel) and model.input_size == exported['size']
     image = make_image(exported['size'], seed=7)  # not the image the export checked
     actual = model(image.numpy())
     expected = _network_outputs(exported, image)
-    assert len(actual) == len(expected) == len(TASK[exported['case']].network_output_names)
+    assert len(actual) == len(expected) == len(exported['task'].network_output_names)
     for a, e in zip(actual, expected):
         if e.is_floating_point():
             scale = e.abs().max().item()
@@ -78,12 +79,13 @@ def test_tflite_fp32_gives_pytorch_outputs(exported):
         else:  # the class map: nearly equal logits may flip a pixel
             assert (torch.from_numpy(a) == e).double().mean() >= 0.999
     # through the task's post-processing, the final predictions are PyTorch's own
-    task = TASK[exported['case']]
-    final = task.postprocessor(exported['model'], exported['size'])(actual)
-    assert task.compare_predictions(final, task.predictions(exported['model'], image), 1e-4,
+    task, deployed = exported['task'], exported['deployed']
+    final = task.postprocessor(deployed, exported['size'])(actual)
+    assert task.compare_predictions(final, task.predictions(deployed, image), 1e-4,
                                     exported['size']).ok
 
 
+@pytest.mark.slow
 def test_tflite_int8_runs_and_follows_float(exported):
     path = exported['out'] / 'model_int8.tflite'
     assert path.stat().st_size < 0.5 * (exported['out'] / 'model.tflite').stat().st_size
@@ -98,9 +100,9 @@ def test_tflite_int8_runs_and_follows_float(exported):
     assert max(float(np.abs(a - e.numpy()).max()) for a, e in floats) > 1e-4
 
     record = json.loads((exported['out'] / 'model_int8.calibration.json').read_text())
-    assert record['source'] == 'folder' and record['count'] == 4
-    assert sorted(Path(f).name for f in record['files']) == \
-        sorted(p.name for p in exported['calib'].iterdir())
+    assert record['source'].startswith('train_dataloader') and record['count'] == 4
+    train = {p.name for p in (exported['data'] / 'images' / 'train').iterdir()}
+    assert {Path(f).name for f in record['files']} == train  # not the images it is tested on
     assert record['input_size'] == list(exported['size'])
 
 
@@ -109,6 +111,7 @@ def _op_counts(path: Path) -> Counter:
     return Counter(op['op_name'] for op in Interpreter(model_path=str(path))._get_ops_details())
 
 
+@pytest.mark.slow
 def test_int8_adds_quantization_not_layout_ops(exported):
     """The INT8 graph is the FP32 graph plus (de)quantization: no transposes of its own. The
     detector's head outputs once went NHWC -> NCHW -> requantize -> NHWC in INT8 (20
@@ -141,10 +144,11 @@ def test_calibration_draws_the_training_images_through_the_test_pipeline(tmp_pat
     train = {p.name for p in (data / 'images' / 'train').iterdir()}
     assert {Path(f).name for f in record['files']} <= train  # not the images it is tested on
     assert record['source'].startswith('train_dataloader')
-    # the test pipeline's resize (to 320x320), then the export size: the first image as mmcv
-    # would load and resize it
+    # the test pipeline's resize (the config's size), then the export size: the first image
+    # as mmcv would load and resize it
+    resize, = [step for step in cfg.test_pipeline if step['type'] == 'Resize']
     first = cv2.imread(record['files'][0])
-    first = cv2.resize(cv2.resize(first, (320, 320), interpolation=cv2.INTER_LINEAR),
+    first = cv2.resize(cv2.resize(first, tuple(resize['scale']), interpolation=cv2.INTER_LINEAR),
                        (128, 160), interpolation=cv2.INTER_LINEAR)
     diff = np.abs(images[0][0].permute(1, 2, 0).numpy() - first)
     assert diff.max() <= 2 and diff.mean() < 0.5  # rounding of the two resizes, nothing more
@@ -160,8 +164,11 @@ def test_calibration_without_the_data_names_the_way_out(tmp_path):
 
 @pytest.fixture(scope='module')
 def checkpoint(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp('bad')
-    return _save_checkpoint(_train_time_model('det'), 'det', tmp / 'epoch_1.pth')
+    """A train-time checkpoint of the mu0 demo detector (nothing exported from it)."""
+    cfg = load_config(DET_CONFIG)
+    path = tmp_path_factory.mktemp('bad') / 'epoch_1.pth'
+    return save_checkpoint(calibrate_bn(build_model(cfg), size=96), path,
+                           cfg.test_dataloader.dataset.metainfo['classes'])
 
 
 def _error(capsys) -> str:
@@ -172,7 +179,7 @@ def _error(capsys) -> str:
 
 def test_unknown_format_is_one_sentence(checkpoint, tmp_path, capsys):
     out = tmp_path / 'out'
-    assert _export(CASES['det']['config'], checkpoint, '--out-dir', out, '--format', 'tflite',
+    assert _export(DET_CONFIG, checkpoint, '--out-dir', out, '--format', 'tflite',
                    'tflite-int4') == 1
     message = _error(capsys)
     assert 'tflite-int4' in message and 'tflite-int8' in message and 'coreml' in message
@@ -186,7 +193,7 @@ def test_calibration_folder_without_readable_images(checkpoint, tmp_path, capsys
     if content == 'unreadable':
         (calib / 'broken.jpg').write_bytes(b'not a jpeg at all')
     out = tmp_path / 'out'
-    assert _export(CASES['det']['config'], checkpoint, '--out-dir', out, '--format',
+    assert _export(DET_CONFIG, checkpoint, '--out-dir', out, '--format',
                    'tflite-int8', '--calib-data', calib, '--input-size', 96, 96) == 1
     message = _error(capsys)
     assert str(calib) in message
@@ -203,7 +210,7 @@ def test_a_network_the_converter_rejects(checkpoint, tmp_path, capsys, monkeypat
         raise RuntimeError('aten.foo is not lowerable to TFLite\nsecond line')
     monkeypatch.setattr(litert_torch, 'convert', refuse)
     out = tmp_path / 'out'
-    assert _export(CASES['det']['config'], checkpoint, '--out-dir', out, '--format', 'tflite',
+    assert _export(DET_CONFIG, checkpoint, '--out-dir', out, '--format', 'tflite',
                    '--input-size', 96, 96) == 1
     message = _error(capsys)
     assert 'RuntimeError: aten.foo is not lowerable to TFLite' in message

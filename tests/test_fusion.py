@@ -3,7 +3,7 @@ import itertools
 
 import pytest
 import torch
-from conftest import VARIANTS, assert_fused_close, calibrate_bn, randomize_bn
+from helpers import VARIANTS, assert_fused_close, calibrate_bn, randomize_bn
 
 from mobileone_dense import reparameterize_model
 from mobileone_dense.models import MobileOne, MobileOneBlock

@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 import mobileone_dense  # noqa: F401  (registers the custom ops' dependencies)
-from mobileone_dense.export import nms
 from mobileone_dense.export.graph import Normalize, fold_normalization
 from mobileone_dense.export.nms import class_nms
 from mobileone_dense.export.numerics import make_image
@@ -33,22 +32,10 @@ def _per_class(scores: torch.Tensor, labels: torch.Tensor, classes: int) -> torc
     return dense
 
 
-@pytest.fixture(params=['onnxruntime', 'mmcv'])
-def nms_backend(request, monkeypatch):
-    """Each of class_nms's two kernels: ONNX Runtime's, and mmcv's (what runs without
-    onnxruntime)."""
-    if request.param == 'mmcv':
-        monkeypatch.setattr(nms, '_onnxruntime_session', lambda: None)
-    else:
-        assert nms._onnxruntime_session() is not None  # installed by make install
-    return request.param
-
-
 @pytest.mark.parametrize('count,classes,score_thr,max_output',
                          [(600, 20, 0.0, 100), (3000, 80, 0.3, 200), (50, 3, 0.9, 10),
                           (400, 2, 0.0, 1000)])
-def test_class_nms_matches_mmcv_batched_nms(nms_backend, count, classes, score_thr,
-                                            max_output):
+def test_class_nms_matches_mmcv_batched_nms(count, classes, score_thr, max_output):
     from mmcv.ops import batched_nms
     boxes, scores, labels = _candidates(count, classes)
     kept = class_nms(boxes, _per_class(scores, labels, classes), 0.45, score_thr, max_output)
@@ -62,7 +49,7 @@ def test_class_nms_matches_mmcv_batched_nms(nms_backend, count, classes, score_t
     assert torch.all(scores[kept[:-1, 1]] >= scores[kept[1:, 1]])  # by decreasing score
 
 
-def test_class_nms_suppresses_within_a_class_only(nms_backend):
+def test_class_nms_suppresses_within_a_class_only():
     box = [10.0, 10.0, 50.0, 50.0]
     shifted = [12.0, 12.0, 52.0, 52.0]  # IoU with box: 38*38 / (2*1600 - 38*38) = 0.82
     far = [100.0, 100.0, 120.0, 120.0]
@@ -81,7 +68,7 @@ def test_class_nms_suppresses_within_a_class_only(nms_backend):
     assert class_nms(boxes, scores, 0.5, 0.0, 0).shape == (0, 2)
 
 
-def test_class_nms_ties_come_out_by_class(nms_backend):
+def test_class_nms_ties_come_out_by_class():
     boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [50.0, 50.0, 60.0, 60.0]])
     scores = torch.tensor([[0.5, -1.0], [-1.0, 0.6], [-1.0, 0.5]])
     assert class_nms(boxes, scores, 0.5, 0.0, 10).tolist() == [[1, 1], [0, 0], [2, 1]]
@@ -110,7 +97,7 @@ def _selection_reference(boxes, scores, levels, cfg):
 @pytest.mark.parametrize('levels', [[300, 80, 12], [500]])
 @pytest.mark.parametrize('score_thr,min_bbox_size', [(0.0, 0), (0.9, 20)])
 @pytest.mark.parametrize('spread', ['apart', 'piled'])
-def test_detector_postprocess_is_mmdets_selection(nms_backend, spread, score_thr, min_bbox_size,
+def test_detector_postprocess_is_mmdets_selection(spread, score_thr, min_bbox_size,
                                                   levels, monkeypatch):
     """The detections are those of mmdet's selection: with the best candidates' head start
     taken (boxes apart: NMS keeps most) and given up (boxes piled on each other: one per class
@@ -118,7 +105,7 @@ def test_detector_postprocess_is_mmdets_selection(nms_backend, spread, score_thr
     and without the head start (as in an exported graph)."""
     from mmengine.config import ConfigDict
 
-    from mobileone_dense.export.graph import DetectorPostprocess
+    from mobileone_dense.tasks.detection_graph import DetectorPostprocess
     classes = 6
     cfg = ConfigDict(nms_pre=60, score_thr=score_thr, min_bbox_size=min_bbox_size,
                      max_per_img=20, nms=dict(type='nms', iou_threshold=0.45))

@@ -1,12 +1,11 @@
 """MergedGroupsOptimWrapperConstructor: the settings mmengine gives each parameter, in fewer
 groups, and the same optimizer steps."""
-import argparse
 import copy
 
 import pytest
 import torch
+from helpers import ROOT
 from mmengine.optim import build_optim_wrapper
-from tools_helpers import ROOT
 from torch import nn
 
 from mobileone_dense import apis
@@ -107,28 +106,3 @@ def test_configs_merge_their_groups():
         optimizer = build_optim_wrapper(apis.build_model(cfg), cfg.optim_wrapper).optimizer
         assert len(optimizer.param_groups) == groups, path
         assert not optimizer.defaults['fused']
-
-
-def test_train_benchmark_optim_times_the_three_ways():
-    from mobileone_dense.benchmark import train, train_optim
-    parser = argparse.ArgumentParser()
-    train.add_arguments(parser)
-    result = train.run(parser.parse_args(['--optim', '--rounds', '1']))
-    assert [r['config'] for r in result['rows']] == list(train_optim.CONFIGS.values())
-    for r in result['rows']:
-        assert r['groups'][train_optim.WAYS[0]] > 100 and r['groups'][train_optim.WAYS[2]] == 2
-        assert all(r['ms'][w] > 0 for w in train_optim.WAYS)
-    assert 'merged, fused speed-up' in result['table']
-
-
-def test_train_sub_benchmarks_write_files_of_their_own():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location('benchmark_tool', ROOT / 'tools/benchmark.py')
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    from mobileone_dense.benchmark.common import WORK_DIR
-    for what, modes, name in (('train', {}, 'train'), ('train', {'optim': True}, 'train_optim'),
-                              ('train', {'blocks': True}, 'train_blocks'),
-                              ('deploy', {}, 'deploy')):
-        args = argparse.Namespace(what=what, **{'blocks': False, 'optim': False, **modes})
-        assert tool.default_out(args) == WORK_DIR / f'{name}.json'

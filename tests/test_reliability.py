@@ -5,14 +5,14 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
+import pytest
 import torch
 import torch.distributed as dist
-from tools_helpers import ROOT, free_port, make_demo_data, run_tool, tool_env, write_tiny_config
+from helpers import ROOT, free_port, make_demo_data, run_tool, tool_env, write_tiny_config
 
-import mobileone_dense  # noqa: F401  (lets torch's safe loading read mmengine checkpoints)
-from mobileone_dense.utils import cli
+from mobileone_dense.engine.runner import close_distributed
+from mobileone_dense.utils.safe_load import mmengine_checkpoints
 
 TRAIN = ROOT / 'tools' / 'train.py'
 
@@ -21,35 +21,59 @@ def _iterations(log: str, total: int) -> list[int]:
     return [int(n) for n in re.findall(rf'Iter\(train\) \[\s*(\d+)/{total}\]', log)]
 
 
+def _load(path) -> dict:
+    with mmengine_checkpoints():
+        return torch.load(path, map_location='cpu', weights_only=True)
+
+
 def _checkpoint_iter(path) -> int:
-    return torch.load(path, map_location='cpu', weights_only=True)['meta']['iter']
+    return _load(path)['meta']['iter']
 
 
+KILLER = """
+import os
+import signal
+
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
+
+
+@HOOKS.register_module()
+class KillAtIteration(Hook):
+    \"\"\"SIGKILL this process right after iteration ``iteration`` (and its checkpoint).\"\"\"
+    priority = 'LOWEST'  # after CheckpointHook has written the iteration's checkpoint
+
+    def __init__(self, iteration):
+        self.iteration = iteration
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        if runner.iter + 1 == self.iteration:
+            os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.slow
 def test_sigkill_then_resume_loses_at_most_one_interval(tmp_path):
-    total, interval = 30, 3
+    """Training killed by SIGKILL one iteration after a checkpoint (a hook kills the process,
+    so nothing here waits on the clock) resumes from that checkpoint and finishes."""
+    total, interval, killed_at = 12, 3, 7
     config = write_tiny_config(tmp_path / 'tiny.py', make_demo_data(tmp_path / 'demo'),
                                iters=total, interval=interval)
+    (tmp_path / 'kill_at.py').write_text(KILLER)
+    doomed = tmp_path / 'doomed.py'
+    doomed.write_text(f"_base_ = './tiny.py'\n"
+                      f"custom_imports = dict(imports=['kill_at'], allow_failed_imports=False)\n"
+                      f"custom_hooks = [dict(type='KillAtIteration', iteration={killed_at})]\n")
     work = tmp_path / 'work'
-    last = work / 'last_checkpoint'  # mmengine writes it once a checkpoint file is complete
-    proc = subprocess.Popen([sys.executable, str(TRAIN), str(config), '--work-dir', str(work)],
-                            cwd=ROOT, env=tool_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 60
-        while not (last.is_file() and 'iter_' in last.read_text()):
-            assert proc.poll() is None, 'training ended before it could be killed'
-            assert time.monotonic() < deadline, 'no checkpoint within 60 s'
-            time.sleep(0.05)
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the trainer and any dataloader worker
-    killed_log = proc.communicate(timeout=30)[0]
-    assert proc.returncode == -signal.SIGKILL
-    saved = int(re.search(r'iter_(\d+)\.pth', last.read_text()).group(1))
-    reached = max(_iterations(killed_log, total))
-    assert 0 < saved <= reached < total
-    assert reached - saved <= interval  # at most one checkpoint interval is lost
+    env = dict(tool_env(), PYTHONPATH=str(tmp_path))
+    killed = subprocess.run([sys.executable, str(TRAIN), str(doomed), '--work-dir', str(work)],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, (killed.stdout + killed.stderr)[-3000:]
+    assert max(_iterations(killed.stdout + killed.stderr, total)) == killed_at
+    saved = killed_at // interval * interval
+    assert (work / 'last_checkpoint').read_text().strip().endswith(f'iter_{saved}.pth')
 
-    resumed = run_tool(TRAIN, config, '--work-dir', work, '--resume')
+    resumed = run_tool(TRAIN, config, '--work-dir', work, '--resume', timeout=300)
     log = resumed.stdout + resumed.stderr
     assert resumed.returncode == 0, log[-3000:]
     assert f'resumed epoch: 0, iter: {saved}' in log
@@ -59,6 +83,7 @@ def test_sigkill_then_resume_loses_at_most_one_interval(tmp_path):
     assert (work / 'last_checkpoint').read_text().strip().endswith(f'iter_{total}.pth')
 
 
+@pytest.mark.slow
 def test_two_process_ddp_on_cpu(tmp_path):
     config = write_tiny_config(tmp_path / 'tiny.py', make_demo_data(tmp_path / 'demo'),
                                iters=4, interval=4)
@@ -72,7 +97,7 @@ def test_two_process_ddp_on_cpu(tmp_path):
     assert 'Distributed training: True' in log and 'GPU number: 2' in log
     assert 'Distributed training is not used' not in log
     assert _iterations(log, 4)[-1] == 4
-    checkpoint = torch.load(work / 'iter_4.pth', map_location='cpu', weights_only=True)
+    checkpoint = _load(work / 'iter_4.pth')
     assert checkpoint['meta']['iter'] == 4
     # the model was saved unwrapped (no DDP 'module.' prefix), so tools/test.py can read it
     assert not any(k.startswith('module.') for k in checkpoint['state_dict'])
@@ -98,10 +123,10 @@ def test_close_distributed_joins_gloo_threads_before_exit(tmp_path):
         dist.broadcast_object_list([{'mAP': 0.5}])
         assert _threads() - before, 'gloo started no worker thread: the check below is void'
         del runner  # as the tools do: its DDP wrapper holds the process group
-        cli.close_distributed()
+        close_distributed()
         assert not dist.is_initialized()
         assert not _threads() - before, 'gloo worker threads outlive close_distributed'
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
-    cli.close_distributed()  # nothing open: a no-op
+    close_distributed()  # nothing open: a no-op

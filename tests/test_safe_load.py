@@ -1,4 +1,5 @@
-"""mmengine checkpoints load under torch's safe loading; other pickled objects still do not."""
+"""mmengine checkpoints load under torch's safe loading inside mmengine_checkpoints(), and only
+there; other pickled objects are refused even there."""
 import pickle
 
 import pytest
@@ -8,7 +9,7 @@ from mmengine.model import BaseModel
 from mmengine.runner import Runner
 from torch.utils.data import Dataset
 
-import mobileone_dense  # noqa: F401  (allowlists mmengine's checkpoint globals)
+from mobileone_dense.utils.safe_load import mmengine_checkpoints
 
 
 class ToyModel(BaseModel):
@@ -50,14 +51,24 @@ def test_runner_checkpoint_saves_loads_and_resumes(tmp_path):
     runner = _runner(tmp_path, max_iters=2)
     runner.train()
     path = tmp_path / 'iter_2.pth'
-    checkpoint = torch.load(path)  # torch's default: weights_only=True
+    with mmengine_checkpoints():
+        checkpoint = torch.load(path)  # torch's default: weights_only=True
     assert checkpoint['meta']['iter'] == 2
     assert 'log_scalars' in checkpoint['message_hub']
 
     resumed = _runner(tmp_path, max_iters=4, resume=True)
-    resumed.train()
+    with mmengine_checkpoints():
+        resumed.train()
     assert resumed.iter == 4
     assert (tmp_path / 'iter_4.pth').exists()
+
+
+def test_the_allowlist_holds_only_inside_the_context(tmp_path):
+    _runner(tmp_path, max_iters=2).train()
+    with pytest.raises(pickle.UnpicklingError, match='HistoryBuffer'):
+        torch.load(tmp_path / 'iter_2.pth')  # what a process that imported the package sees
+    with mmengine_checkpoints():
+        assert torch.load(tmp_path / 'iter_2.pth')['meta']['iter'] == 2
 
 
 class Payload:
@@ -74,12 +85,13 @@ class Sneaky:
 def test_getattr_is_limited_to_history_buffer(tmp_path):
     path = tmp_path / 'sneaky.pth'
     torch.save({'x': Sneaky()}, path)
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(pickle.UnpicklingError), mmengine_checkpoints():
         torch.load(path)
 
 
 def test_other_pickled_objects_are_still_refused(tmp_path):
     path = tmp_path / 'evil.pth'
     torch.save({'state_dict': {}, 'payload': Payload()}, path)
-    with pytest.raises(pickle.UnpicklingError, match='Weights only load failed'):
+    with pytest.raises(pickle.UnpicklingError, match='Weights only load failed'), \
+            mmengine_checkpoints():
         torch.load(path)

@@ -1,17 +1,16 @@
 """SSDLite configs: the paper's recipe numbers, and every config builds, trains and predicts;
 a whole detector gives the same raw outputs after reparameterization; mmdet's SSDHead can
-predict (mobileone_dense.compat)."""
+predict (mobileone_dense.models.mmdet_fix)."""
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import assert_fused_close, calibrate_bn
+from helpers import assert_fused_close, calibrate_bn
 from mmengine.config import Config
 
-import mobileone_dense
 from mobileone_dense import reparameterize_model, stage_channels
 from mobileone_dense.apis import build_model
-from mobileone_dense.compat import fix_ssd_head_loss_cls
+from mobileone_dense.models.mmdet_fix import fix_ssd_head_loss_cls
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = sorted((ROOT / 'configs/ssdlite').glob('mobileone_s[0-4].py'))
@@ -144,16 +143,15 @@ def test_mmdet_ssdlite_mobilenetv2_predicts():
     assert torch.all((pred.scores > 0) & (pred.scores < 1))
 
 
-def test_compat_fix_is_idempotent():
+def test_ssd_head_fix_is_idempotent():
     from mmdet.models.dense_heads import SSDHead
     init = SSDHead.__init__
-    assert mobileone_dense.COMPAT_FIXES['ssd_head_loss_cls']
     assert fix_ssd_head_loss_cls() and fix_ssd_head_loss_cls()
     assert SSDHead.__init__ is init  # not wrapped twice
     assert not hasattr(init.__wrapped__, '__wrapped__')
 
 
-def test_compat_fix_keeps_a_subclass_loss_cls():
+def test_ssd_head_fix_keeps_a_subclass_loss_cls():
     from mmdet.models.dense_heads import SSDHead
     from mmdet.models.losses import CrossEntropyLoss
 

@@ -1,7 +1,7 @@
 """time_side_by_side on a fake clock: what it times and how it interleaves."""
 import pytest
 
-from mobileone_dense.utils import timing
+from mobileone_dense.benchmark import timing
 
 
 class FakeRuntimes:

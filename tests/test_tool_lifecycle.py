@@ -8,11 +8,11 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from helpers import ROOT, run_tool
 from mmengine.runner.loops import _InfiniteDataloaderIterator
-from tools_helpers import ROOT, run_tool
 from torch.utils.data import DataLoader
 
-from mobileone_dense.utils import cli
+from mobileone_dense.engine.runner import stop_dataloader_workers
 
 
 def imported_modules(stderr: str) -> set:
@@ -51,13 +51,13 @@ def test_stop_dataloader_workers_lets_the_workers_exit_by_themselves():
     train_loop = SimpleNamespace(dataloader=loader, dataloader_iterator=endless)
     runner = SimpleNamespace(_train_loop=train_loop, _val_loop=dict(type='ValLoop'),
                              _test_loop=None)
-    assert cli.stop_dataloader_workers(runner) == 1  # one iterator, held in two places
+    assert stop_dataloader_workers(runner) == 1  # one iterator, held in two places
     for worker in workers:
         worker.join(timeout=30)
         # 0: the worker heard its stop signal and returned; torch kills the ones that do not
         # answer within 5 s (exit code -15), which is what garbage collection led to.
         assert worker.exitcode == 0, worker.exitcode
-    assert cli.stop_dataloader_workers(runner) == 1  # again: nothing left to stop, no error
+    assert stop_dataloader_workers(runner) == 1  # again: nothing left to stop, no error
 
 
 def test_stop_dataloader_workers_without_workers():
@@ -65,7 +65,7 @@ def test_stop_dataloader_workers_without_workers():
     next(iter(loader))
     runner = SimpleNamespace(_train_loop=SimpleNamespace(dataloader=loader),
                              _val_loop=None, _test_loop=None)
-    assert cli.stop_dataloader_workers(runner) == 0
+    assert stop_dataloader_workers(runner) == 0
 
 
 LIGHT = ("import importlib.util, sys; sys.modules['mobileone_dense'] = "

@@ -4,9 +4,9 @@ import json
 
 import pytest
 import torch
+from helpers import ROOT, call_tool, error_line, make_demo_data, run_tool, write_tiny_config
 from mmengine.config import Config
 from mmengine.fileio import load
-from tools_helpers import ROOT, call_tool, error_line, make_demo_data, run_tool, write_tiny_config
 
 from mobileone_dense.datasets import DatasetNotFoundError, check_datasets
 
