@@ -17,10 +17,10 @@ weights make arbitrary, costs every model the same.
 
 Each group is one interleaved run (:mod:`.timing`): in every round each candidate runs untimed
 calls for :data:`SETTLE_MS` (ONNX Runtime's pool keeps spinning after a run and would slow the
-next candidate), then :data:`CALLS` timed calls (one for DeepLabV3, whose calls are long), whose
-median is its time in the round. Ratios are medians of per-round ratios. Before timing, each
-runtime's outputs are compared with deployed PyTorch's (FP32: within float tolerance; INT8:
-correlation) and the train-time model's with the deployed one's.
+next candidate), then :data:`CALLS` timed calls (for DeepLabV3, whose calls are long, one call
+and half the rounds), whose median is its time in the round. Ratios are medians of per-round
+ratios. Before timing, each runtime's outputs are compared with deployed PyTorch's (FP32:
+within float tolerance; INT8: correlation) and the train-time model's with the deployed one's.
 """
 from __future__ import annotations
 
@@ -64,7 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--runtimes', nargs='+', default=list(RUNTIMES), choices=RUNTIMES)
     parser.add_argument('--no-peers', dest='peers', action='store_false',
                         help='leave out the MobileNetV2 peers')
-    parser.add_argument('--rounds', type=int, default=20, help='interleaved rounds per group')
+    parser.add_argument('--rounds', type=int, default=20,
+                        help='interleaved rounds per group (half for DeepLabV3, whose calls '
+                             'are long)')
     parser.add_argument('--threads', type=int, default=2, help='threads of every runtime')
     parser.add_argument('--calib', type=int, default=8, help='INT8 calibration images')
     parser.add_argument('--reconvert', action='store_true',
@@ -164,11 +166,12 @@ def time_group(args: argparse.Namespace, group: str, models: list[Model]) -> dic
                     timed[f'{m.name} {r} e2e'] = (
                         lambda run=fns[m.name][r], p=m.postprocess: (run(), p(shared)))
     long = group in LONG_CALLS
+    rounds = max(3, args.rounds // 2) if long else args.rounds
     print(f'{group} at {models[0].size}x{models[0].size}: {len(timed)} candidates, '
-          f'{args.rounds} interleaved rounds, batch 1, {args.threads} threads', flush=True)
+          f'{rounds} interleaved rounds, batch 1, {args.threads} threads', flush=True)
     settle = settle_by_time(timed, SETTLE_MS, 1 if long else 3)
     with CPULoad() as load:
-        result = time_side_by_side(timed, rounds=args.rounds, warmup=1 if long else 3,
+        result = time_side_by_side(timed, rounds=rounds, warmup=1 if long else 3,
                                    settle=settle, calls=1 if long else CALLS)
     return dict(rows=rows(group, models, args.runtimes, result), layouts=layouts,
                 agreement=checks, load=load.others, raw=result)
@@ -228,10 +231,13 @@ def notes(groups: dict[str, dict], machine: dict) -> list[str]:
                      f'instructions (VNNI or AMX on x86, dotprod on Arm): its INT8 speedups are '
                      f'not those of a CPU that has them')
     for group, g in groups.items():
-        chosen = {f'{name} {rt}: {lay}' for name, by in g['layouts'].items()
-                  for rt, lay in by.items() if lay != 'NCHW'}
-        lines.append(f'{group}: PyTorch in channels-last for '
-                     f'{", ".join(sorted(chosen)) or "none"}, NCHW for the rest')
+        chosen = []
+        for name, by in g['layouts'].items():
+            runtimes = [LABELS[r].split()[0] for r, layout in by.items() if layout != 'NCHW']
+            if runtimes:
+                chosen.append(f'{name} ({", ".join(runtimes)})')
+        lines.append(f'{group}: PyTorch ran channels-last for {"; ".join(chosen) or "none"}, '
+                     f'NCHW for the rest (the faster of the two in a short trial)')
         for name, report in g['agreement'].items():
             for runtime, a in report.items():
                 if a.get('ok') is False:

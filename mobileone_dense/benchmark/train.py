@@ -26,8 +26,6 @@ from .models import PEER, SEG_CLASSES, group_config
 from .timing import time_side_by_side
 
 PRECISIONS = ('fp32', 'bf16')
-#: Input side of each group's training batch.
-SIZES = {'ssdlite': 320, 'deeplabv3': 512}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="torch threads (default: torch's choice)")
     parser.add_argument('--batch', type=int, default=8, help='SSDLite batch (%(default)s)')
     parser.add_argument('--seg-batch', type=int, default=4, help='DeepLabV3 batch (%(default)s)')
+    parser.add_argument('--size', type=int, default=320, help='SSDLite input side (%(default)s)')
+    parser.add_argument('--seg-size', type=int, default=512,
+                        help='DeepLabV3 crop side (%(default)s)')
 
 
 def batch(group: str, size: int, count: int, seed: int = 0) -> dict:
@@ -87,10 +88,11 @@ def run(args: argparse.Namespace) -> dict:
     if not runs:
         raise UsageError('Nothing to time: give --variants or --seg-variants a variant.')
     batches = {'ssdlite': args.batch, 'deeplabv3': args.seg_batch}
+    sizes = {'ssdlite': args.size, 'deeplabv3': args.seg_size}
     wrappers = {'fp32': OptimWrapper, 'bf16': CPUBF16OptimWrapper}
     fns, names = {}, []
     for group, variant in runs:
-        size = SIZES[group]
+        size = sizes[group]
         options = ({'model.data_preprocessor.size': (size, size)} if group == 'deeplabv3'
                    else None)
         torch.manual_seed(0)
@@ -105,7 +107,7 @@ def run(args: argparse.Namespace) -> dict:
             fns[f'{name} {p}'] = functools.partial(model.train_step, data, wrapper)
     print(f'Training throughput, fp32 vs bf16 autocast ({instructions}), '
           f'{torch.get_num_threads()} threads, {args.rounds} interleaved rounds; SSDLite at '
-          f'320, batch {args.batch}; DeepLabV3 at 512, batch {args.seg_batch}')
+          f'{args.size}, batch {args.batch}; DeepLabV3 at {args.seg_size}, batch {args.seg_batch}')
     with CPULoad() as load:
         timed = time_side_by_side(fns, rounds=args.rounds, warmup=1, settle=0, inference=False)
     rows, lines = [], []
@@ -113,10 +115,10 @@ def run(args: argparse.Namespace) -> dict:
         t = {p: timed[f'{name} {p}']['rounds_ms'] for p in PRECISIONS}
         ips = {p: batches[group] * 1e3 / statistics.median(t[p]) for p in PRECISIONS}
         ratios = [f / b for f, b in zip(t['fp32'], t['bf16'])]
-        rows.append(dict(model=name, batch=batches[group], size=SIZES[group],
+        rows.append(dict(model=name, batch=batches[group], size=sizes[group],
                          fp32_images_per_s=ips['fp32'], bf16_images_per_s=ips['bf16'],
                          bf16_over_fp32=statistics.median(ratios), rounds_ms=t))
-        lines.append([name, f'{SIZES[group]}x{SIZES[group]}', batches[group], ips['fp32'],
+        lines.append([name, f'{sizes[group]}x{sizes[group]}', batches[group], ips['fp32'],
                       ips['bf16'], f'{statistics.median(ratios):.2f}x',
                       f'{min(ratios):.2f}-{max(ratios):.2f}x'])
     text = format_table(['model', 'input', 'batch', 'fp32 img/s', 'bf16 img/s', 'bf16 / fp32',
