@@ -1,29 +1,13 @@
 """The export pipeline: a trained checkpoint in, checked deployment files out.
 
 :func:`export` loads the train-time checkpoint strictly, fuses every MobileOne block, proves on
-an input that the fused model gives the train-time outputs, and writes
-
-- ``fused.pth``: the fused state_dict and the checkpoint's meta (class names included);
-- ``train_config.py``: the training config, flattened (inheritance resolved);
-- ``deploy_config.py``: two lines over ``train_config.py`` (``deploy=True``, no pretrained
-  init); it builds exactly the model that ``fused.pth`` fits, so mmengine loads it strictly;
-- one file per requested format (:data:`FORMATS`), each checked against PyTorch where it can
-  run here:
-
-  - ``model.onnx``: the fused model with its post-processing (NMS inside), run in ONNX
-    Runtime and compared with PyTorch;
-  - ``model.tflite``: the network (:meth:`Task.network`: detector up to decoded boxes and
-    scores, segmentor to logits and class map), run in LiteRT (XNNPACK) and compared with
-    PyTorch, outputs and final predictions;
-  - ``model_int8.tflite`` and ``model_int8.calibration.json``: the same network with int8
-    weights and activations, calibrated on images of the config's data (or ``calib_data``);
-    its agreement with float is measured and printed (8 bits do not agree to float
-    tolerance), and it is refused only if its outputs are not finite;
-  - ``model.mlpackage``: a Core ML ML program of the network (FP16 weights by default); Core ML
-    cannot predict on Linux, so its program is checked instead (one conv per fused conv, no
-    branch or batch norm left).
-
-Nothing is written unless every check passes.
+an input that the fused model gives the train-time outputs, and writes ``fused.pth`` (the fused
+state_dict and the checkpoint's meta), ``train_config.py`` (the training config, flattened) and
+``deploy_config.py`` (two lines over it: ``deploy=True``, no pretrained init, so mmengine loads
+``fused.pth`` strictly), then one file per requested format (:data:`FORMATS`), each checked
+against PyTorch where it can run here (docs/deploy.md has the table). The INT8 file is refused
+only if its outputs are not finite: 8 bits do not agree to float tolerance, and the data set's
+metric judges them. Nothing is written unless every check passes.
 """
 from __future__ import annotations
 

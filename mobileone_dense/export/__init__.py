@@ -1,13 +1,6 @@
-"""Deploy-time export of a trained MobileOne detector or segmentor, one module per job:
-
-- ``fusion``: fusing a whole model (MobileOne blocks, optionally every conv + BN pair);
-- ``numerics``: test inputs, the agreement check and its capped tolerance;
-- ``graph``: the ONNX graph pieces (normalisation, detector and segmentor wrappers, the
-  detector's post-processing);
-- ``nms``: class-wise NMS as one op (ONNX's ``NonMaxSuppression``; ONNX Runtime's or mmcv's
-  kernel in PyTorch);
-- ``onnx``: writing an ONNX file;
-- ``pipeline``: :func:`~.pipeline.export`, which checks and writes the deployment files.
-
-Runtimes that run the exported files live in :mod:`mobileone_dense.runtimes`.
+"""Writing a network as a file, one module per format (``onnx``, ``litert``, ``coreml`` with
+``coreml_check``), and the pieces every exported graph is built from: the normalisation and its
+fold into the first convolution (``graph``), class-wise NMS as one op (``nms``), and how far two
+renderings of a network are apart (``numerics``). Which network a task exports is
+:mod:`mobileone_dense.tasks`' business; :mod:`mobileone_dense.deploy` puts the two together.
 """
