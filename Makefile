@@ -7,14 +7,15 @@ PY := $(VENV)/bin/python
 install:
 	bash scripts/install.sh
 
-# The whole suite (what CI runs: .ci/run), then the layers contract.
+# The whole suite (what CI runs: .ci/run) on two pytest-xdist workers, each test module whole on
+# one (--dist loadscope: its module fixtures are built once), then the layers contract.
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadscope --durations=15
 	$(VENV)/bin/lint-imports
 
 # Everything but the tests marked slow (subprocess tools, training, conversions).
 test-fast: install
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n 2 --dist loadscope -m "not slow"
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -7,7 +7,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from helpers import LogCapture, TinyExports  # noqa: E402
+from helpers import DemoExports, LogCapture  # noqa: E402
 
 
 @pytest.fixture
@@ -26,6 +26,16 @@ def _seed():
 
 
 @pytest.fixture(scope='session')
-def tiny_exports(tmp_path_factory):
-    """The tiny detector and segmentor, exported once per session (helpers.TinyExports)."""
-    return TinyExports(tmp_path_factory.mktemp('tiny_exports'))
+def demo_exports(tmp_path_factory, worker_id):
+    """The demo detector and segmentor, exported once per test run (helpers.DemoExports): in
+    the folder all pytest-xdist workers of the run share, or this session's own."""
+    base = tmp_path_factory.getbasetemp()
+    return DemoExports((base.parent if worker_id != 'master' else base) / 'demo_exports')
+
+
+@pytest.fixture(scope='session', autouse=True)
+def _one_torch_thread_per_xdist_worker(worker_id):
+    """``make test`` runs two pytest-xdist workers on two cores: each runs torch on one thread,
+    or their OpenMP threads spin against each other over the same cores."""
+    if worker_id != 'master':
+        torch.set_num_threads(1)

@@ -143,9 +143,10 @@ def run_tool(*args, cwd: Path = ROOT, timeout: float = 120,
                           capture_output=True, text=True)
 
 
-def make_demo_data(out: Path, train: int = 8, val: int = 4, test: int = 2) -> Path:
+def make_demo_data(out: Path, train: int = 8, val: int = 4, test: int = 2,
+                   size: int = SIZE) -> Path:
     result = run_tool(ROOT / 'tools/make_demo_data.py', '--out', out, '--train', train, '--val',
-                      val, '--test', test, '--size', SIZE)
+                      val, '--test', test, '--size', size)
     assert result.returncode == 0, result.stderr
     return out
 
@@ -166,17 +167,23 @@ def one_sentence_error(result: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
-def call_tool(name: str, *args, capsys) -> tuple[int, str]:
-    """Run ``tools/<name>.py`` in this process (no interpreter start-up, for the error paths);
-    returns the exit status and what it wrote to stderr."""
+def run_in_process(name: str, *args) -> int:
+    """Run ``tools/<name>.py`` in this process, as its command line does (no interpreter
+    start-up); returns its exit status."""
     import importlib.util
 
     from mobileone_dense.utils.cli import run_tool as run_main
     spec = importlib.util.spec_from_file_location(f'tool_{name}', ROOT / 'tools' / f'{name}.py')
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return run_main(module.main, [str(a) for a in args])
+
+
+def call_tool(name: str, *args, capsys) -> tuple[int, str]:
+    """:func:`run_in_process` with pytest's ``capsys``: the exit status and what the tool wrote
+    to stderr."""
     capsys.readouterr()
-    status = run_main(module.main, [str(a) for a in args])
+    status = run_in_process(name, *args)
     return status, capsys.readouterr().err
 
 
@@ -188,15 +195,17 @@ def error_line(status: int, stderr: str) -> str:
     return lines[0]
 
 
-# ------------------------------------------------------------------------------ tiny exports
-#: (H, W) of the tiny exported models and of their test pipelines' Resize: neither square nor
-#: the 64x64 scenes' size, so a mapping back to the original pixels that forgets or swaps an
+# ------------------------------------------------------------------------------ demo exports
+#: (H, W) of the exported demo models and of their test pipelines' Resize: neither square nor
+#: the 256x256 scenes' size, so a mapping back to the original pixels that forgets or swaps an
 #: axis changes the numbers.
-EXPORT_SIZE = (80, 96)
-#: Ground-truth boxes per image (on average) taken from the PyTorch detector's best detections.
-PSEUDO_BOXES = 3
+EXPORT_SIZE = (224, 256)
+#: The models ``make demo`` trained, as train-time checkpoints (tests/data/demo_models/README.md).
+DEMO_MODELS = DATA / 'demo_models'
 EXPORT_BASES = {'det': ROOT / 'configs/ssdlite/mobileone_mu0_demo.py',
                 'seg': ROOT / 'configs/deeplabv3/mobileone_mu0_demo.py'}
+EXPORT_CHECKPOINTS = {'det': DEMO_MODELS / 'ssdlite_mobileone_mu0.pth',
+                      'seg': DEMO_MODELS / 'deeplabv3_mobileone_mu0.pth'}
 EXPORT_CONFIGS = {
     'det': """
 _base_ = '{base}'
@@ -209,12 +218,9 @@ test_pipeline = [
          meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor')),
 ]
 train_dataloader = dict(dataset=dict(data_root=data_root))
-val_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
-                      dataset=dict(data_root=data_root, ann_file='annotations/pseudo_val.json',
-                                   data_prefix=dict(img='images/val/'), pipeline=test_pipeline))
-test_dataloader = val_dataloader
-val_evaluator = dict(ann_file=data_root + 'annotations/pseudo_val.json')
-test_evaluator = val_evaluator
+test_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
+                       dataset=dict(data_root=data_root, pipeline=test_pipeline))
+test_evaluator = dict(ann_file=data_root + 'annotations/instances_test.json')
 """,
     'seg': """
 _base_ = '{base}'
@@ -226,72 +232,16 @@ test_pipeline = [
     dict(type='PackSegInputs'),
 ]
 train_dataloader = dict(dataset=dict(data_root=data_root))
-val_dataloader = dict(batch_size=1, num_workers=0, persistent_workers=False,
-                      dataset=dict(data_root=data_root, pipeline=test_pipeline,
-                                   ann_file='splits/val.txt',
-                                   data_prefix=dict(img_path='images/val',
-                                                    seg_map_path='pseudo_masks/val')))
-test_dataloader = val_dataloader
+test_dataloader = dict(batch_size=1, num_workers=0, persistent_workers=False,
+                       dataset=dict(data_root=data_root, pipeline=test_pipeline))
 """,
 }
 #: What the export writes for every test that needs an exported file.
 EXPORT_FORMATS = ('onnx', 'tflite', 'tflite-int8')
 
 
-def val_images(data: Path) -> list[Path]:
-    return sorted((data / 'images' / 'val').glob('*.jpg'))
-
-
-def write_pseudo_ground_truth(case: str, cfg, checkpoint: Path, data: Path) -> None:
-    """Write the PyTorch model's own predictions on the val images as their ground truth.
-
-    A random model scores about zero against the real boxes and masks, and two zeros agree
-    whatever an exported file does. Against its own predictions the checkpoint scores about 1
-    (box mAP) or 100 (mIoU), and an exported file scores the same only if its predictions land
-    on the same original pixels.
-    """
-    import json
-
-    import mmcv
-    import numpy as np
-
-    from mobileone_dense.utils.safe_load import mmengine_checkpoints
-    if case == 'det':
-        from mmdet.apis import inference_detector, init_detector
-        with mmengine_checkpoints():
-            model = init_detector(cfg, str(checkpoint), device='cpu')
-        coco = json.loads((data / 'annotations' / 'instances_val.json').read_text())
-        ids = {im['file_name']: im['id'] for im in coco['images']}
-        detections = []
-        for path in val_images(data):
-            pred = inference_detector(model, str(path)).pred_instances
-            detections += [(score, ids[path.name], box, label) for box, score, label in zip(
-                pred.bboxes.tolist(), pred.scores.tolist(), pred.labels.tolist())]
-        # The best-scoring ones over all images: every detection above the last of them is
-        # right and every one below it wrong, so each class's precision is 1 up to recall 1.
-        detections.sort(key=lambda d: -d[0])
-        annotations = []
-        for _, image_id, (x1, y1, x2, y2), label in detections[:PSEUDO_BOXES * len(ids)]:
-            annotations.append(dict(id=len(annotations) + 1, image_id=image_id,
-                                    category_id=label + 1, bbox=[x1, y1, x2 - x1, y2 - y1],
-                                    area=(x2 - x1) * (y2 - y1), iscrowd=0))
-        assert len({a['category_id'] for a in annotations}) > 1, annotations
-        coco['annotations'] = annotations
-        (data / 'annotations' / 'pseudo_val.json').write_text(json.dumps(coco))
-    else:
-        from mmseg.apis import inference_model, init_model
-        with mmengine_checkpoints():
-            model = init_model(cfg, str(checkpoint), device='cpu')
-        out = data / 'pseudo_masks' / 'val'
-        out.mkdir(parents=True, exist_ok=True)
-        shares = []
-        for path in val_images(data):
-            seg = inference_model(model, str(path)).pred_sem_seg.data[0].numpy().astype(np.uint8)
-            mmcv.imwrite(seg, str(out / f'{path.stem}.png'))
-            shares.append(np.bincount(seg.ravel(), minlength=6) / seg.size)
-        # A map of one class would score 100 whatever the mapping: ask for structure.
-        second = np.sort(np.mean(shares, axis=0))[-2]
-        assert second > 0.05, f'the test model should predict several classes ({shares})'
+def held_out_images(data: Path) -> list[Path]:
+    return sorted((data / 'images' / 'test').glob('*.jpg'))
 
 
 def save_checkpoint(model: torch.nn.Module, path: Path, classes, palette=None) -> Path:
@@ -306,10 +256,11 @@ def save_checkpoint(model: torch.nn.Module, path: Path, classes, palette=None) -
     return path
 
 
-class TinyExports:
-    """The tiny detector and segmentor every deployment test uses, each built, saved, given its
-    pseudo ground truth and exported (:data:`EXPORT_FORMATS`, calibrated on the config's
-    training images) once per session, when a test first asks for it.
+class DemoExports:
+    """The demo detector and segmentor (trained by ``make demo``, tests/data/demo_models),
+    exported (:data:`EXPORT_FORMATS`, calibrated on the config's training images) once per
+    test run, when a test first asks for one, and a few demo scenes with their ground truth.
+    Processes that share ``root`` (pytest-xdist's workers) export each model once between them.
 
     ``exports['det']`` is a dict: ``case``, ``config`` (the file), ``cfg``, ``task``, ``model``
     (the train-time model), ``checkpoint``, ``out`` (the export's folder), ``onnx``,
@@ -319,40 +270,41 @@ class TinyExports:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.cache: dict[str, dict] = {}
-        self._data = None
-
-    @property
-    def data(self) -> Path:
-        if self._data is None:
-            self._data = make_demo_data(self.root / 'demo', train=4, val=4)
-        return self._data
 
     def __getitem__(self, case: str) -> dict:
         if case not in self.cache:
             self.cache[case] = self._export(case)
         return self.cache[case]
 
+    def _once(self, name: str, make) -> None:
+        """``make()`` unless another process sharing ``root`` (an xdist worker) did it."""
+        from filelock import FileLock
+        self.root.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.root / f'{name}.lock')):
+            if not (self.root / f'{name}.done').is_file():
+                make()
+                (self.root / f'{name}.done').touch()
+
     def _export(self, case: str) -> dict:
         from mobileone_dense.apis import build_model, load_config
-        from mobileone_dense.deploy.pipeline import Options, export
         from mobileone_dense.tasks import task_of
-        root = self.root / case
-        root.mkdir()
-        config = root / 'tiny.py'
+        data, root = self.root / 'demo', self.root / case
+        self._once('data', lambda: make_demo_data(data, train=4, val=1, test=12, size=256))
+        config, out, checkpoint = root / 'demo.py', root / 'deploy', EXPORT_CHECKPOINTS[case]
         h, w = EXPORT_SIZE
-        config.write_text(EXPORT_CONFIGS[case].format(base=EXPORT_BASES[case], data=self.data,
-                                                      h=h, w=w))
+
+        def export() -> None:
+            root.mkdir()
+            config.write_text(EXPORT_CONFIGS[case].format(base=EXPORT_BASES[case], data=data,
+                                                          h=h, w=w))
+            status = run_in_process('export', config, checkpoint, '--out-dir', out, '--format',
+                                    *EXPORT_FORMATS, '--input-size', h, w, '--calib', 4)
+            assert status == 0, f'tools/export.py failed on the {case} demo model'
+        self._once(case, export)
         cfg = load_config(config)
-        torch.manual_seed(0)
-        model = calibrate_bn(build_model(cfg), size=96)
-        metainfo = cfg.test_dataloader.dataset.metainfo
-        checkpoint = save_checkpoint(model, root / 'train.pth', metainfo['classes'],
-                                     metainfo.get('palette') if case == 'seg' else None)
-        write_pseudo_ground_truth(case, load_config(config), checkpoint, self.data)
-        out = root / 'deploy'
-        export(config, checkpoint, out, formats=EXPORT_FORMATS, input_size=EXPORT_SIZE,
-               log=lambda _: None, options=Options(calib=4))
+        model = build_model(cfg, checkpoint=checkpoint)
         return dict(case=case, config=config, cfg=load_config(config), task=task_of(cfg),
                     model=model, checkpoint=checkpoint, out=out, onnx=out / 'model.onnx',
                     tflite=out / 'model.tflite', int8=out / 'model_int8.tflite',
-                    data=self.data, size=EXPORT_SIZE, classes=list(metainfo['classes']))
+                    data=data, size=EXPORT_SIZE,
+                    classes=list(model.checkpoint_meta['dataset_meta']['classes']))

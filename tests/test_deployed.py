@@ -1,15 +1,12 @@
 """Exported models (.onnx, .tflite) used like checkpoints: DeployedModel against the PyTorch
 model's own predict, tools/test.py scoring a .tflite with the config's evaluator exactly as it
-scores the checkpoint, the INT8 file's accuracy against the float file's, tools/image_demo.py
+scores the checkpoint, the INT8 file's accuracy against the float files', tools/image_demo.py
 drawing with one, and one sentence for files that cannot run.
 
-The models are the tiny detector and segmentor of helpers.TinyExports: the mu0 demo configs,
-randomly initialised with calibrated BN, exported at 80x96 (H x W) and run on the 64x64 demo
-scenes, with the PyTorch model's own predictions as the test split's ground truth (see
-helpers.write_pseudo_ground_truth): the checkpoint scores about 1 (box mAP) or 100 (mIoU), and an
-exported file the same only if its predictions land on the same original pixels. Breaking the
-mapping on purpose once (boxes left undivided by the pipeline's scale_factor) scored box mAP
-near 0 instead of 1.
+The models are the ones ``make demo`` trained (helpers.DemoExports), exported at 224x256 (H x W)
+and run on 256x256 demo test scenes with their ground truth: neither square nor the scenes'
+size, so a mapping back to the original pixels that forgets or swaps an axis changes the
+numbers.
 """
 from __future__ import annotations
 
@@ -20,24 +17,32 @@ import mmcv
 import numpy as np
 import pytest
 import torch
-from helpers import EXPORT_BASES, EXPORT_SIZE, ROOT, call_tool, error_line, run_tool, val_images
+from helpers import (
+    EXPORT_BASES,
+    EXPORT_SIZE,
+    ROOT,
+    call_tool,
+    error_line,
+    held_out_images,
+    run_tool,
+)
 from mmengine.fileio import load
 
 from mobileone_dense.apis import load_config
 from mobileone_dense.deploy.evaluate import DeployedModel, evaluate_deployed
 
-pytestmark = pytest.mark.slow  # the tiny models are exported with litert-torch once
+pytestmark = pytest.mark.slow  # the demo models are exported (conftest.demo_exports)
 
 TEST = ROOT / 'tools' / 'test.py'
-#: How far the INT8 file's metric may fall below the float file's on the pseudo ground truth
-#: (box mAP in 0..1, mIoU in %): 8 bits move boxes and flip near-tied pixels, a broken scale
-#: or calibration costs most of the metric.
-INT8_MAX_DROP = {'det': 0.15, 'seg': 10.0}
+#: How far the INT8 file's metric may fall below the float files' on the demo test scenes (box
+#: mAP in 0..1, mIoU in %): 8 bits move boxes and flip near-tied pixels; a broken scale or
+#: calibration costs most of the metric.
+INT8_MAX_DROP = {'det': 0.03, 'seg': 1.5}
 
 
 @pytest.fixture(scope='module', params=['det', 'seg'])
-def exported(request, tiny_exports):
-    return tiny_exports[request.param]
+def exported(request, demo_exports):
+    return demo_exports[request.param]
 
 
 # ------------------------------------------------------------------ (a) predict vs PyTorch
@@ -57,12 +62,12 @@ def _paired(actual, expected):
 
 @pytest.mark.parametrize('fmt', ['onnx', 'tflite'])
 def test_predict_agrees_with_pytorch(exported, fmt):
-    """DeployedModel.predict on a 64x64 scene (resized to 80x96 inside, mapped back) gives the
-    detections / class map of the PyTorch model's own inference on the original image."""
+    """DeployedModel.predict on a 256x256 scene (resized to 224x256 inside, mapped back) gives
+    the detections / class map of the PyTorch model's own inference on the original image."""
     deployed = DeployedModel(exported['cfg'], exported[fmt], threads=1)
     assert deployed.input_size == EXPORT_SIZE
     cfg = exported['cfg']
-    for path in val_images(exported['data'])[:2]:
+    for path in held_out_images(exported['data'])[:2]:
         image = mmcv.imread(str(path))
         actual = deployed.predict(image)
         if exported['case'] == 'det':
@@ -70,7 +75,7 @@ def test_predict_agrees_with_pytorch(exported, fmt):
             exported['model'].cfg = cfg
             pred = inference_detector(exported['model'], image).pred_instances
             expected = [pred.bboxes, pred.scores, pred.labels]
-            assert len(expected[0]) > 10, 'the test model should detect many boxes'
+            assert len(expected[0]) > 0, 'the demo model should detect the scene\'s shapes'
             assert len(actual[0]) == len(expected[0])
             boxes, scores, labels = _paired(actual, expected)
             torch.testing.assert_close(labels, expected[2])
@@ -98,58 +103,54 @@ def _test_tool(exported, model: Path, work: Path, *args) -> tuple[dict, list, st
 
 def test_test_tool_scores_the_tflite_as_the_checkpoint(exported, tmp_path):
     """tools/test.py CONFIG model.tflite prints and writes the metrics that tools/test.py CONFIG
-    train.pth gives (see the module doc for why they are near 1 / 100), and its dumped
-    predictions sit on the checkpoint's, in the original images' pixels."""
+    checkpoint gives, and its dumped predictions sit on the checkpoint's, in the original
+    images' pixels; so does the fused pair (deploy_config.py, fused.pth) as any checkpoint."""
     pth, pth_preds, _ = _test_tool(exported, exported['checkpoint'], tmp_path / 'pth')
+    result = run_tool(TEST, exported['out'] / 'deploy_config.py', exported['out'] / 'fused.pth',
+                      '--work-dir', tmp_path / 'fused', timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    fused = json.loads((tmp_path / 'fused' / 'test_metrics.json').read_text())
+    assert fused['metrics'] == pytest.approx(pth['metrics'], abs=1e-3)
     lite, lite_preds, log = _test_tool(exported, exported['tflite'], tmp_path / 'tflite',
                                        '--show-dir', tmp_path / 'shown')
     assert sorted(p.name for p in (tmp_path / 'shown').iterdir()) == [
-        p.name for p in val_images(exported['data'])]
+        p.name for p in held_out_images(exported['data'])]
     assert lite['runtime'] == 'LiteRT' and lite['model'] == str(exported['tflite'])
     assert lite['config'] == str(exported['config'])
     assert sorted(lite['metrics']) == sorted(pth['metrics'])
     assert [p['img_path'] for p in lite_preds] == [p['img_path'] for p in pth_preds]
-    assert len(lite_preds) == 4
+    assert len(lite_preds) == len(held_out_images(exported['data']))
     if exported['case'] == 'det':
         assert 'Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all' in log
-        assert pth['metrics']['coco/bbox_mAP'] >= 0.9, pth['metrics']
+        assert pth['metrics']['coco/bbox_mAP'] > 0.3, pth['metrics']  # a trained model
         assert lite['metrics'] == pytest.approx(pth['metrics'], abs=1e-3)
         for a, e in zip(lite_preds, pth_preds):
             actual = [a['pred_instances'][k] for k in ('bboxes', 'scores', 'labels')]
             expected = [e['pred_instances'][k] for k in ('bboxes', 'scores', 'labels')]
-            assert len(actual[0]) == len(expected[0]) > 10
+            assert len(actual[0]) == len(expected[0]) > 0
             boxes, scores, labels = _paired(actual, expected)
             torch.testing.assert_close(labels, expected[2])
             torch.testing.assert_close(boxes, expected[0], atol=1e-2, rtol=0)
     else:
         assert 'mIoU' in log
-        assert pth['metrics']['mIoU'] >= 99.9, pth['metrics']
+        assert pth['metrics']['mIoU'] > 50, pth['metrics']  # a trained model
         # mmseg reports percent: 0.1 point is 1e-3 of the fraction
         assert lite['metrics'] == pytest.approx(pth['metrics'], abs=0.1)
         for a, e in zip(lite_preds, pth_preds):
             actual, expected = a['pred_sem_seg']['data'], e['pred_sem_seg']['data']
-            assert actual.shape == expected.shape == (1, 64, 64)
+            assert actual.shape == expected.shape == (1, 256, 256)
             assert (actual == expected).double().mean().item() >= 0.999
 
 
-def test_evaluate_deployed_scores_the_onnx_model(exported):
-    """The .onnx model (the detector with NMS inside) through evaluate_deployed, in this
-    process: the checkpoint's box mAP / mIoU on its own pseudo ground truth."""
-    metrics = evaluate_deployed(load_config(exported['config']), exported['onnx'], threads=1)
-    if exported['case'] == 'det':
-        assert metrics['coco/bbox_mAP'] >= 0.9, metrics
-    else:
-        assert metrics['mIoU'] >= 90, metrics
-
-
-def test_int8_file_scores_within_a_stated_distance_of_the_float_file(exported):
-    """The INT8 file's box mAP / mIoU, scored by the config's evaluator, is within
-    :data:`INT8_MAX_DROP` of the float file's (which is the checkpoint's, see above)."""
+def test_every_format_scores_as_the_float_files_and_int8_within_a_stated_distance(exported):
+    """evaluate_deployed, in this process, on the .onnx model (the detector with NMS inside),
+    the .tflite and the INT8 .tflite: the two float files score alike, and the INT8 file within
+    :data:`INT8_MAX_DROP` of them."""
     cfg = load_config(exported['config'])
     key = 'coco/bbox_mAP' if exported['case'] == 'det' else 'mIoU'
-    fp32 = evaluate_deployed(cfg, exported['tflite'], threads=2)[key]
-    int8 = evaluate_deployed(cfg, exported['int8'], threads=2)[key]
-    assert fp32 >= (0.9 if exported['case'] == 'det' else 90), fp32
+    onnx, fp32, int8 = (evaluate_deployed(cfg, exported[fmt], threads=2)[key]
+                        for fmt in ('onnx', 'tflite', 'int8'))
+    assert onnx == pytest.approx(fp32, abs=1e-3 if exported['case'] == 'det' else 0.1)
     assert int8 >= fp32 - INT8_MAX_DROP[exported['case']], (int8, fp32)
 
 
@@ -157,7 +158,7 @@ def test_int8_file_scores_within_a_stated_distance_of_the_float_file(exported):
 def test_image_demo_draws_with_an_exported_model(exported, tmp_path, capsys):
     """The picture of the .tflite is that of the checkpoint (same boxes or mask, drawn by the
     same visualizer with the config's class names)."""
-    image = val_images(exported['data'])[0]
+    image = held_out_images(exported['data'])[0]
     drawn = {}
     for name in ('checkpoint', 'tflite'):
         status, err = call_tool('image_demo', image, exported['config'], exported[name],
@@ -186,7 +187,7 @@ def test_files_that_cannot_run_are_one_sentence(exported, tmp_path, capsys):
         garbage.write_bytes(np.random.default_rng(0).bytes(4096))
         line = error_line(*call_tool('test', config, garbage, capsys=capsys))
         assert 'garbage.tflite is not a LiteRT model' in line
-        line = error_line(*call_tool('image_demo', val_images(exported['data'])[0], config,
+        line = error_line(*call_tool('image_demo', held_out_images(exported['data'])[0], config,
                                      garbage, capsys=capsys))
         assert 'garbage.tflite is not a LiteRT model' in line
         line = error_line(*call_tool('test', config, exported['tflite'], '--launcher',
@@ -195,5 +196,5 @@ def test_files_that_cannot_run_are_one_sentence(exported, tmp_path, capsys):
     else:  # the segmentor's .tflite with the detector's config
         line = error_line(*call_tool('test', EXPORT_BASES['det'], exported['tflite'],
                                      capsys=capsys))
-        assert 'model.tflite outputs arrays of shapes [(1, 6, 80, 96), (1, 80, 96)]' in line
+        assert 'model.tflite outputs arrays of shapes [(1, 6, 224, 256), (1, 224, 256)]' in line
         assert 'pass the config the model was exported from' in line

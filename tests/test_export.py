@@ -1,5 +1,5 @@
-"""tools/export.py and its pipeline: a train-time checkpoint of the tiny detector and segmentor
-(helpers.TinyExports) becomes fused.pth + deploy_config.py + model.onnx; the pair loads strictly
+"""tools/export.py and its pipeline: a train-time checkpoint of the demo detector and segmentor
+(helpers.DemoExports) becomes fused.pth + deploy_config.py + model.onnx; the pair loads strictly
 and gives the train-time outputs, ONNX Runtime gives PyTorch's predictions, the OpenMMLab
 inferencers run on the pair, and bad checkpoints are refused with one sentence."""
 from __future__ import annotations
@@ -24,12 +24,12 @@ from mobileone_dense.runtimes.onnxruntime import ort_session
 from mobileone_dense.utils.cli import run_tool
 from mobileone_dense.utils.safe_load import mmengine_checkpoints
 
-pytestmark = pytest.mark.slow  # the tiny models are exported with litert-torch once
+pytestmark = pytest.mark.slow  # the demo models are exported (conftest.demo_exports)
 
 
 @pytest.fixture(scope='module', params=['det', 'seg'])
-def exported(request, tiny_exports):
-    return tiny_exports[request.param]
+def exported(request, demo_exports):
+    return demo_exports[request.param]
 
 
 def _export(*argv) -> int:
@@ -62,7 +62,7 @@ def test_writes_the_deploy_files(exported):
     assert any('.reparam_conv.' in k for k in keys)
     assert not any('.rbr_' in k for k in keys)
     assert list(fused['meta']['dataset_meta']['classes']) == exported['classes']
-    assert fused['meta']['epoch'] == 3
+    assert fused['meta']['iter'] == exported['model'].checkpoint_meta['iter']  # meta kept
     onnx.checker.check_model(str(out / 'model.onnx'))
 
 
@@ -187,9 +187,9 @@ def test_already_fused_checkpoint_is_refused(exported, tmp_path, capsys):
     assert 'is already fused' in line and 'deploy=True' in line
 
 
-def test_fusion_that_changes_outputs_writes_nothing(tiny_exports, tmp_path, capsys,
+def test_fusion_that_changes_outputs_writes_nothing(demo_exports, tmp_path, capsys,
                                                    monkeypatch):
-    seg = tiny_exports['seg']
+    seg = demo_exports['seg']
     fuse = pipeline.reparameterize_model
 
     def broken_fuse(m):

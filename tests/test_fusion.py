@@ -6,6 +6,7 @@ import torch
 from helpers import VARIANTS, assert_fused_close, calibrate_bn, randomize_bn
 
 from mobileone_dense import reparameterize_model
+from mobileone_dense.export.numerics import check_fused
 from mobileone_dense.models import MobileOne, MobileOneBlock
 
 DTYPES = (torch.float32, torch.float64)
@@ -60,8 +61,12 @@ def test_backbone_fusion_exact(variant, dtype):
     expected = model(x)
     fused = reparameterize_model(model)
     assert fused.deployed and not model.deployed  # inplace=False keeps the original
-    for a, b in zip(fused(x), expected):
-        assert_fused_close(a, b)
+    if dtype == torch.float64:  # exact to float64 rounding
+        for a, b in zip(fused(x), expected):
+            assert_fused_close(a, b)
+    else:  # float32: within 8x the model's own float32 rounding, the export's own check
+        agreement, noise = check_fused(model, fused, x)
+        assert agreement.ok, (agreement, noise)  # its tolerance is capped at RTOL_CAP
 
 
 @pytest.mark.parametrize('variant', ('s0', 's4'))

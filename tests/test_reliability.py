@@ -56,7 +56,7 @@ class KillAtIteration(Hook):
 def test_sigkill_then_resume_loses_at_most_one_interval(tmp_path):
     """Training killed by SIGKILL one iteration after a checkpoint (a hook kills the process,
     so nothing here waits on the clock) resumes from that checkpoint and finishes."""
-    total, interval, killed_at = 12, 3, 7
+    total, interval, killed_at = 8, 3, 4
     config = write_tiny_config(tmp_path / 'tiny.py', make_demo_data(tmp_path / 'demo'),
                                iters=total, interval=interval)
     (tmp_path / 'kill_at.py').write_text(KILLER)
