@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from filelock import FileLock
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -278,7 +279,6 @@ class DemoExports:
 
     def _once(self, name: str, make) -> None:
         """``make()`` unless another process sharing ``root`` (an xdist worker) did it."""
-        from filelock import FileLock
         self.root.mkdir(parents=True, exist_ok=True)
         with FileLock(str(self.root / f'{name}.lock')):
             if not (self.root / f'{name}.done').is_file():
