@@ -10,8 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from filelock import FileLock
 import torch
+from filelock import FileLock
 from torch.nn.modules.batchnorm import _BatchNorm
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -207,6 +207,7 @@ def _tiny_batch(num_classes: int, size: int = 32, n: int = 2):
     return torch.randn(n, 3, size, size, generator=g), samples
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', ALL_CONFIGS)
 def test_config_builds_and_trains_one_step(name):
     model = build_segmentor(name)
@@ -335,6 +336,7 @@ def test_converter_writes_voc_masks(tmp_path, capsys):
     assert '2 of 3 images show a VOC class' in printed and 'wrote 2 masks' in printed
 
 
+@pytest.mark.slow
 def test_converter_output_matches_a_hand_drawn_answer(tmp_path):
     """One 4 x 6 image drawn by hand, converted by the command line with two workers: a cat
     square (a polygon) listed before, and painted over, the larger couch; a person crowd that is

@@ -204,6 +204,7 @@ def test_calibration_folder_without_readable_images(checkpoint, tmp_path, capsys
     assert not out.exists()  # nothing written, not even fused.pth
 
 
+@pytest.mark.slow
 def test_a_network_the_converter_rejects(checkpoint, tmp_path, capsys, monkeypatch):
     import litert_torch
 

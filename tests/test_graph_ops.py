@@ -191,6 +191,7 @@ def test_fold_normalization_of_a_folded_network_is_a_no_op():
     assert fold_normalization(folded, image) is folded
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('int8', [False, True])
 def test_tflite_runs_only_the_mean_subtraction_before_the_first_conv(int8, tmp_path):
     """No channel reversal (``REVERSE_V2``, outside XNNPACK) and no multiply: a full pass over
@@ -252,6 +253,7 @@ class _Wrapped(nn.Module):
         return tuple(out) if self.unpack else (out, )
 
 
+@pytest.mark.slow
 def test_int8_residual_adds_run_in_int8(tmp_path):
     """Chained residual adds are int8 ADDs in the INT8 file, not DEQUANTIZE -> float ADD ->
     QUANTIZE (what litert-torch's quantizer left them, finding no add to mark under torch
