@@ -59,7 +59,14 @@ fi
 echo "install: mmengine, mmdet, mmsegmentation and mobileone-dense"
 pip install -q "mmengine==0.10.7" "mmdet==3.3.0" "mmsegmentation==1.2.2" ftfy regex
 pip install -q --no-build-isolation -e "$root[test]"
+# MediaPipe Tasks (the client Android, iOS and web apps run the LiteRT files with) and its
+# metadata writer. Without its dependencies: it asks for opencv-contrib-python, a second cv2
+# beside mmcv's opencv-python, and for sounddevice, both for parts the toolkit does not use;
+# what it needs besides (absl-py, flatbuffers, numpy) is listed here.
+echo "install: mediapipe 1.2.2 (without its OpenCV; mmcv's serves)"
+pip install -q "absl-py>=2.3,<3" "flatbuffers>=25.9,<26"
+pip install -q --no-deps "mediapipe==1.2.2"
 pin_setuptools  # in case a package above pulled in a newer one
-"$venv/bin/python" -c "import mobileone_dense, mmcv.ops, mmdet, mmseg"
+"$venv/bin/python" -c "import mobileone_dense, mmcv.ops, mmdet, mmseg, mediapipe.tasks.python.vision"
 echo "$want" > "$stamp"
 echo "install: done ($venv)"

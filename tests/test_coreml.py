@@ -1,9 +1,10 @@
 """Core ML export (mobileone_dense.export: coreml, coreml_check): the demo SSDLite-mu0 and
 DeepLabV3-mu0 (random weights, fused) convert to ML programs whose check passes (one conv per
 convolution the fused network runs, no batch_norm), the train-time network's program fails it,
-FP16 and FP32 show in the spec, and the image input (BGR, -mean in the bias, the rest folded
-into the first convolution) gives the network's outputs. Core ML cannot predict on Linux, so the
-preprocessing is checked in PyTorch and in the program's constants."""
+FP16 and FP32 show in the spec, a segmentor declares its class map alone, and the image input
+(BGR, -mean in the bias, the rest folded into the first convolution) gives the network's
+outputs. Core ML cannot predict on Linux, so the preprocessing is checked in PyTorch and in the
+program's constants. The detector's Vision pipeline: test_coreml_pipeline.py."""
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -128,7 +129,7 @@ def test_fused_detector_program_passes_the_check(det, det_fp16):
     num_anchors = sum(det.network.level_anchors)
     assert [(o['name'], o['shape']) for o in r['outputs']] == [
         ('boxes', [1, num_anchors, 4]), ('scores', [1, num_anchors, 5])]
-    assert r['precision'] == 'fp16' and r['opset'] == 'CoreML5'
+    assert r['precision'] == 'fp16' and r['opset'] == 'CoreML5' and r['pipeline'] is None
     assert 'macOS' in r['predictions'] and 'OK' in coreml_check.describe(r)
 
 
@@ -136,7 +137,7 @@ def test_fused_detector_program_passes_the_check(det, det_fp16):
 def test_fused_segmentor_program_in_fp32(seg, tmp_path):
     lines = []
     r = coreml.export_coreml(seg.network, seg.image, tmp_path / 'model.mlpackage',
-                             precision='fp32', output_names=seg.task.network_output_names,
+                             precision='fp32', output_names=coreml.SEGMENTOR_OUTPUTS,
                              log=lines.append)
     assert any('converting' in line for line in lines)
     assert 'program check' in lines[-1] and 'OK' in lines[-1] and 'macOS' in lines[-1]
@@ -148,8 +149,13 @@ def test_fused_segmentor_program_in_fp32(seg, tmp_path):
     assert r['convs'] == expected and r['batch_norms'] == 0
     assert r['precision'] == 'fp32' and r['input_ops'] == ['add']  # no fp16 cast, no 1/std
     assert r['input']['color_layout'] == 'BGR'
+    # the one output an app reads: the class map (the logits stay inside the program)
     assert [(o['name'], o['dtype'], o['shape']) for o in r['outputs']] == [
-        ('seg_logits', 'FLOAT32', [1, 6, *SIZE]), ('seg_map', 'INT32', [1, *SIZE])]
+        ('class_map', 'INT32', [1, *SIZE])]
+    spec = coreml_check.import_coremltools().models.MLModel(
+        r['path'], skip_model_load=True).get_spec()
+    assert spec.WhichOneof('Type') == 'mlProgram' and 'class index' in \
+        spec.description.output[0].shortDescription
 
 
 @pytest.mark.slow

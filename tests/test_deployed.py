@@ -196,5 +196,6 @@ def test_files_that_cannot_run_are_one_sentence(exported, tmp_path, capsys):
     else:  # the segmentor's .tflite with the detector's config
         line = error_line(*call_tool('test', EXPORT_BASES['det'], exported['tflite'],
                                      capsys=capsys))
-        assert 'model.tflite outputs arrays of shapes [(1, 6, 224, 256), (1, 224, 256)]' in line
+        assert 'model.tflite outputs arrays of shapes [(1, 224, 256, 6)]' in line
+        assert 'detection model at 224x256 gives [(1, 1208, 4), (1, 1208, 5)]' in line
         assert 'pass the config the model was exported from' in line

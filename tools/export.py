@@ -10,14 +10,16 @@ writes DIR/fused.pth, DIR/train_config.py and DIR/deploy_config.py, and one file
 
   onnx         DIR/model.onnx: the whole model, NMS inside (detector: boxes, scores, labels;
                segmentor: logits, class map), checked in ONNX Runtime against PyTorch
-  tflite       DIR/model.tflite: LiteRT FP32 (detector: decoded boxes and class scores of every
-               anchor, NMS after it in PyTorch; segmentor: logits, class map), 1xHxWx3 input,
+  tflite       DIR/model.tflite: LiteRT FP32 with MediaPipe Tasks metadata (labels, RGB 1xHxWx3
+               input; detector: boxes and class scores of every anchor, which MediaPipe's
+               ObjectDetector decodes and suppresses; segmentor: logits for its ImageSegmenter),
                checked in LiteRT (XNNPACK) against PyTorch
   tflite-int8  DIR/model_int8.tflite: the same with int8 weights and activations, calibrated on
                --calib images (default 200) of the config's training data through its test
                pipeline, or of --calib-data DIR; DIR/model_int8.calibration.json lists them
-  coreml       DIR/model.mlpackage: a Core ML ML program (FP16 weights unless
-               --coreml-precision fp32); on Linux its program is checked, not run (macOS only)
+  coreml       DIR/model.mlpackage (FP16 weights unless --coreml-precision fp32): a detector as
+               a pipeline of the network and class-wise NMS that Vision reads, a segmentor as
+               an ML program of its class map; on Linux its spec is checked, not run
 
 Evaluate any of them with the config's own metric, or use the fused pair as any checkpoint:
 

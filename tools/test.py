@@ -4,7 +4,8 @@ from its checkpoint or from an exported model.
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--show-dir DIR] [--out FILE.pkl]
                          [--cfg-options KEY=VALUE ...]
     python tools/test.py CONFIG MODEL.onnx|MODEL.tflite [--threads 2] [--work-dir DIR]
-                         [--show-dir DIR] [--out FILE.pkl] [--cfg-options KEY=VALUE ...]
+                         [--client toolkit|mediapipe] [--show-dir DIR] [--out FILE.pkl]
+                         [--cfg-options KEY=VALUE ...]
 
 The metric is the config's ``test_evaluator`` (mmdet's ``CocoMetric`` for the SSDLite configs,
 printed as pycocotools' usual table). The metrics are also written, as JSON, to
@@ -20,6 +21,9 @@ a ``.tflite`` detector, which ends at per-anchor boxes and scores, the selection
 follow (run in PyTorch, as the ONNX graph runs them inside). ``--out`` pickles the same
 predictions as for a checkpoint; ``--show-dir`` draws each image's ground truth and predictions
 into DIR/<image name>. ``--launcher`` does not apply: the runtime runs in this one process.
+``--client mediapipe`` runs a ``.tflite`` in MediaPipe Tasks instead (ObjectDetector or
+ImageSegmenter, as Android, iOS and web apps run it, with the file's own metadata and
+MediaPipe's decoding and NMS) and scores what it returns.
 """
 import json
 import os
@@ -29,6 +33,7 @@ import time
 from mobileone_dense.apis import check_checkpoint_file, drop_pretrained
 from mobileone_dense.datasets import check_datasets, reading_annotations
 from mobileone_dense.deploy.evaluate import DeployedModel, evaluate_deployed, is_exported
+from mobileone_dense.deploy.mediapipe_client import MediaPipeModel
 from mobileone_dense.engine.runner import (
     add_runner_arguments,
     close_distributed,
@@ -52,10 +57,17 @@ def parse_args(argv=None):
     parser.add_argument('--threads', type=int, default=2,
                         help="the exported model's runtime threads (%(default)s; .onnx and "
                              ".tflite only)")
+    parser.add_argument('--client', choices=('toolkit', 'mediapipe'), default='toolkit',
+                        help="who runs an exported .tflite: this toolkit (LiteRT, mmdet's "
+                             "selection and NMS) or MediaPipe Tasks, as apps do (its decoding "
+                             "and NMS)")
     add_runner_arguments(parser, 'test_dataloader.batch_size=1')
     args = parser.parse_args(argv)
     if args.out is not None and not args.out.endswith(('.pkl', '.pickle')):
         raise cli.UsageError(f'--out {args.out} must end in .pkl: the predictions are pickled.')
+    if args.client == 'mediapipe' and not args.checkpoint.endswith('.tflite'):
+        raise cli.UsageError(f'--client mediapipe runs LiteRT files: give a .tflite of '
+                             f'tools/export.py, not {args.checkpoint}.')
     if args.threads < 1:
         raise cli.UsageError(f'--threads must be at least 1, got {args.threads}.')
     return args
@@ -87,15 +99,19 @@ def test_exported(args, cfg) -> None:
         raise cli.UsageError(f'--launcher {args.launcher} spreads a checkpoint over processes; '
                              f'an exported model runs in one process: drop --launcher and set '
                              f'--threads.')
-    model = DeployedModel(cfg, args.checkpoint, args.threads)  # a bad file: one sentence, now
+    client = MediaPipeModel if args.client == 'mediapipe' else DeployedModel
+    model = client(cfg, args.checkpoint, args.threads)  # a bad file: one sentence, now
     check_datasets(cfg, ['test_dataloader'])  # and missing data, before the log is opened
     timestamp = time.strftime('%Y%m%d_%H%M%S', time.localtime())
     os.makedirs(osp.join(cfg.work_dir, timestamp), exist_ok=True)
     logger = MMLogger.get_instance(f'test_exported_{timestamp}', log_level='INFO',
                                    log_file=osp.join(cfg.work_dir, timestamp, f'{timestamp}.log'))
     extra = [task_of(cfg).dump_metric(args.out)] if args.out is not None else []
-    metrics = evaluate_deployed(cfg, model, metrics=extra, show_dir=args.show_dir,
-                                logger=logger)
+    try:
+        metrics = evaluate_deployed(cfg, model, metrics=extra, show_dir=args.show_dir,
+                                    logger=logger)
+    finally:
+        getattr(model, 'close', lambda: None)()  # MediaPipe's graph, before interpreter exit
     runtime = model.runtime_name
     logger.info(f'{runtime} {args.checkpoint}: ' +
                 '  '.join(f'{k}: {v:.4f}' if isinstance(v, float) else f'{k}: {v}'

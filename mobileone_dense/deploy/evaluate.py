@@ -22,6 +22,7 @@ from torch import Tensor
 from ..apis import build_model
 from ..datasets import check_datasets, leaf_datasets, reading_annotations
 from ..errors import ConfigError, ExportError
+from ..export.litert_metadata import has_metadata
 from ..runtimes import open_model
 from ..tasks import task_of
 from ..transforms import use_checked_image_loading
@@ -60,16 +61,20 @@ class DeployedModel:
         self.path = Path(path)
         self.task = task_of(cfg)
         self.runtime = open_model(path, threads)
+        #: A LiteRT file with MediaPipe's metadata holds the network's app form: RGB in,
+        #: MediaPipe's outputs out (:meth:`~mobileone_dense.tasks.base.Task.network`).
+        self.app = self.path.suffix == '.tflite' and has_metadata(self.path)
         #: (H, W) of the image the exported model takes.
         self.input_size = tuple(int(s) for s in self.runtime.input_size)
         self.model = build_model(cfg)
         self.postprocess = self.task.postprocessor(self.model, self.input_size)
         with torch.no_grad():
-            network = self.task.network(self.model, self.input_size)
-            reference = network(torch.zeros(1, 3, *self.input_size))
+            zeros = torch.zeros(1, 3, *self.input_size)
+            reference = self.task.network(self.model, self.input_size)(zeros)
+            app = self.task.network(self.model, self.input_size, app=self.app)(zeros)
         #: Shapes of the network's outputs at the input size: what a file without the
-        #: post-processing must give.
-        self.network_shapes = _shapes(reference)
+        #: post-processing must give (:attr:`app_shapes` in the form the LiteRT files hold).
+        self.network_shapes, self.app_shapes = _shapes(reference), _shapes(app)
         # A file of another config (or task) fails here, in one sentence, not mid-evaluation.
         self._finish(self.runtime(np.zeros((1, 3, *self.input_size), np.float32)))
 
@@ -80,6 +85,8 @@ class DeployedModel:
     def _finish(self, outputs: Sequence) -> list[Tensor]:
         """The final predictions from the file's outputs: the network's (post-processing
         added) or already final (an ONNX detector holds its NMS)."""
+        if self.app and _shapes(outputs) == self.app_shapes:
+            outputs = self.task.from_app_outputs(outputs, self.model, self.input_size)
         task, shapes = self.task, _shapes(outputs)
         if len(outputs) == len(task.network_output_names) and shapes == self.network_shapes:
             return [torch.as_tensor(o) for o in self.postprocess(outputs)]
@@ -87,9 +94,9 @@ class DeployedModel:
             return [torch.as_tensor(np.asarray(o)) for o in outputs]
         raise ExportError(
             f'{self.path} outputs arrays of shapes {shapes}, but the config\'s {task.name} model '
-            f'at {self.input_size[0]}x{self.input_size[1]} gives {self.network_shapes} '
-            f'({", ".join(task.network_output_names)}): pass the config the model was exported '
-            f'from.')
+            f'at {self.input_size[0]}x{self.input_size[1]} gives '
+            f'{self.app_shapes if self.app else self.network_shapes}: pass the config the model '
+            f'was exported from.')
 
     def predict(self, image) -> list[Tensor]:
         """Final predictions (the task's ``output_names``) in ``image``'s own pixels.
@@ -112,7 +119,7 @@ class DeployedModel:
             if size != self.input_size:
                 hwc = mmcv.imresize(hwc, self.input_size[::-1], interpolation='bilinear')
             chw = hwc.transpose(2, 0, 1)
-        batch = np.ascontiguousarray(chw[None], dtype=np.float32)
+        batch = np.ascontiguousarray((chw[::-1] if self.app else chw)[None], dtype=np.float32)
         predictions = self._finish(self.runtime(batch))
         return self.task.rescale_predictions(predictions, self.input_size, size, self.model)
 

@@ -25,8 +25,10 @@ from torch import Tensor, nn
 
 from ..apis import build_model, load_checkpoint, load_config
 from ..errors import ExportError
-from ..export.coreml import export_coreml
+from ..export.coreml import SEGMENTOR_OUTPUTS, export_coreml
+from ..export.coreml_pipeline import vision_nms
 from ..export.litert import write_tflite
+from ..export.litert_metadata import write_metadata
 from ..export.numerics import RTOL, check_fused, compare, correlation, make_image, raw_outputs
 from ..export.onnx import export_onnx
 from ..models import has_mobileone, reparameterize_model
@@ -66,7 +68,9 @@ class Context:
     out_dir: Path
     log: Callable[[str], None]
     options: Options = field(default_factory=Options)
+    classes: Sequence[str] = ()
     _network: Optional[nn.Module] = None
+    _app_network: Optional[nn.Module] = None
 
     @property
     def network(self) -> nn.Module:
@@ -75,9 +79,26 @@ class Context:
             self._network = self.task.network(self.model, self.input_size)
         return self._network
 
+    @property
+    def app_network(self) -> nn.Module:
+        """The network's ``app=True`` form (RGB in, MediaPipe's outputs), built once."""
+        if self._app_network is None:
+            self._app_network = self.task.network(self.model, self.input_size, app=True)
+        return self._app_network
+
     def network_outputs(self, image: Tensor) -> list[Tensor]:
         with torch.no_grad():
             return list(self.network(image))
+
+    def write_app_tflite(self, name: str, calibration=None) -> tuple[Path, list, list]:
+        """``name`` (a LiteRT file of :attr:`app_network` with MediaPipe's metadata), its
+        outputs in LiteRT on the test image, and the network's outputs (:meth:`network`'s form)
+        from them."""
+        rgb = self.image.flip(1)
+        path = write_tflite(self.app_network, rgb, self.out_dir / name, calibration)
+        write_metadata(path, self.task.name, self.classes)
+        outputs = LiteRTModel(path, threads=2)(rgb.numpy())
+        return path, outputs, self.task.from_app_outputs(outputs, self.model, self.input_size)
 
 
 def write_onnx(ctx: Context) -> dict:
@@ -107,11 +128,11 @@ def _float_outputs(outputs: Sequence) -> list:
 def write_tflite_fp32(ctx: Context) -> dict:
     """``model.tflite``: :meth:`Task.network` in LiteRT, compared with PyTorch (the network's
     outputs, and the final predictions after the task's post-processing)."""
-    ctx.log('converting to LiteRT FP32 (litert-torch)')
-    path = write_tflite(ctx.network, ctx.image, ctx.out_dir / 'model.tflite')
-    outputs = LiteRTModel(path, threads=2)(ctx.image.numpy())
-    expected = ctx.network_outputs(ctx.image)
-    network = compare(_float_outputs(outputs), _float_outputs(expected), ctx.rtol)
+    ctx.log('converting to LiteRT FP32 (litert-torch), RGB input, MediaPipe metadata')
+    _, raw, outputs = ctx.write_app_tflite('model.tflite')
+    with torch.no_grad():
+        expected = list(ctx.app_network(ctx.image.flip(1)))
+    network = compare(_float_outputs(raw), _float_outputs(expected), ctx.rtol)
     ctx.log(f'LiteRT FP32 vs PyTorch, network outputs: {network}')
     post = ctx.task.postprocessor(ctx.model, ctx.input_size)
     final = ctx.task.compare_predictions(post(outputs), ctx.task.predictions(ctx.model, ctx.image),
@@ -137,11 +158,10 @@ def write_tflite_int8(ctx: Context) -> dict:
     images, record = calibration_images(ctx.cfg, ctx.input_size, opts.calib, opts.calib_data)
     ctx.log(f'converting to LiteRT INT8 (PT2E, per-channel weights, calibrated on '
             f'{len(images)} images; about a minute)')
-    path = write_tflite(ctx.network, ctx.image, ctx.out_dir / 'model_int8.tflite', images)
+    _, _, outputs = ctx.write_app_tflite('model_int8.tflite', [i.flip(1) for i in images])
     record.update(input_size=list(ctx.input_size), quantization='int8 weights (symmetric, per '
                   'output channel) and activations (per tensor), PT2E with litert-torch')
     (ctx.out_dir / 'model_int8.calibration.json').write_text(json.dumps(record, indent=2))
-    outputs = LiteRTModel(path, threads=2)(ctx.image.numpy())
     expected = ctx.network_outputs(ctx.image)
     corr = correlation(_float_outputs(outputs), _float_outputs(expected))
     if math.isnan(corr):  # non-finite outputs
@@ -158,11 +178,17 @@ def write_tflite_int8(ctx: Context) -> dict:
 
 
 def write_coreml(ctx: Context) -> dict:
-    """``model.mlpackage``: :meth:`Task.network` as a Core ML ML program, its program checked
-    (one conv per fused conv; Core ML cannot predict on Linux)."""
+    """``model.mlpackage``: a detector as a Vision pipeline (:meth:`Task.network` as an ML
+    program, then class-wise NMS at the config's thresholds, labelled with the class names), a
+    segmentor as an ML program declaring its class map alone; checked by reading it (Core ML
+    cannot predict on Linux)."""
+    detector = ctx.task.name == 'detection'
+    nms = (vision_nms(ctx.cfg.model.test_cfg, ctx.network.num_classes, ctx.classes, ctx.log)
+           if detector else None)
     return export_coreml(ctx.network, ctx.image, ctx.out_dir / 'model.mlpackage',
                          precision=ctx.options.coreml_precision,
-                         output_names=ctx.task.network_output_names, log=ctx.log)
+                         output_names=ctx.task.network_output_names if detector
+                         else SEGMENTOR_OUTPUTS, log=ctx.log, nms=nms)
 
 
 #: Format name -> writer; each writes its file(s) into ``ctx.out_dir`` and returns its checks.
@@ -172,6 +198,20 @@ FORMATS: dict[str, Callable[[Context], dict]] = {
 #: Files a format writes, in the order they are moved out of the scratch folder.
 FILES = ('fused.pth', 'train_config.py', 'deploy_config.py', 'model.onnx', 'model.tflite',
          'model_int8.tflite', 'model_int8.calibration.json', 'model.mlpackage')
+
+
+def _class_names(meta: dict, model: nn.Module, formats: Sequence[str], log) -> list[str]:
+    """The checkpoint's class names (the labels the app files carry), or ``0..N-1``, said in
+    one line, when it names none."""
+    classes = (meta.get('dataset_meta') or {}).get('classes')
+    if classes:
+        return [str(c) for c in classes]
+    head = getattr(model, 'bbox_head', None) or getattr(model, 'decode_head', None)
+    count = int(getattr(head, 'num_classes', 0))
+    if any(f.startswith('tflite') or f == 'coreml' for f in formats):
+        log(f'note: the checkpoint names no classes (meta.dataset_meta.classes), so the '
+            f'exported files label them 0..{count - 1}')
+    return [str(i) for i in range(count)]
 
 
 def _input_size(cfg, task: Task, input_size: Optional[Sequence[int]]) -> tuple[int, int]:
@@ -210,6 +250,9 @@ def export(config: str | Path, checkpoint: str | Path, out_dir: str | Path,
     if unknown:
         raise ExportError(f'Unknown export format {unknown[0]!r}: choose from '
                           f'{", ".join(FORMATS)}.')
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise ExportError(f'--out-dir {out_dir} is an existing file: give a folder (it is '
+                          f'created if missing).')
     cfg = load_config(config, cfg_options)
     task = task_of(cfg)
     size = _input_size(cfg, task, input_size)
@@ -258,7 +301,7 @@ def export(config: str | Path, checkpoint: str | Path, out_dir: str | Path,
         torch.save(dict(meta=meta, state_dict=fused_sd), tmp / 'fused.pth')
 
         ctx = Context(deploy_model, deploy_cfg, task, image, size, agreement.rtol, tmp, log,
-                      options or Options())
+                      options or Options(), _class_names(meta, deploy_model, formats, log))
         for name in formats:
             report[name] = FORMATS[name](ctx)
         out_dir.mkdir(parents=True, exist_ok=True)

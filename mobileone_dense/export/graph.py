@@ -18,11 +18,14 @@ class Normalize(nn.Module):
     ``std`` is None once :func:`fold_normalization` has moved the division into the first
     convolution: then only ``image - mean`` is left."""
 
-    def __init__(self, data_preprocessor: nn.Module) -> None:
+    def __init__(self, data_preprocessor: nn.Module, rgb_input: bool = False) -> None:
         super().__init__()
         # mmdet's DetDataPreprocessor (mmengine) and mmseg's SegDataPreProcessor name it apart.
-        self.swap = bool(getattr(data_preprocessor, '_channel_conversion', False)
-                         or getattr(data_preprocessor, 'channel_conversion', False))
+        to_rgb = bool(getattr(data_preprocessor, '_channel_conversion', False)
+                      or getattr(data_preprocessor, 'channel_conversion', False))
+        # The model wants RGB (to_rgb) or BGR; the image comes as mmcv loads it (BGR) or, for
+        # the files apps run, RGB: swap where the two differ.
+        self.swap = to_rgb != rgb_input
         enabled = getattr(data_preprocessor, '_enable_normalize', False)
         mean = data_preprocessor.mean if enabled else torch.zeros(3, 1, 1)
         std = data_preprocessor.std if enabled else torch.ones(3, 1, 1)
@@ -107,10 +110,10 @@ class NetworkCore(nn.Module):
     with its quantized graph); what follows it (box decoding, softmax, resize, argmax) stays
     float."""
 
-    def __init__(self, model: nn.Module, head: str) -> None:
+    def __init__(self, model: nn.Module, head: str, rgb_input: bool = False) -> None:
         super().__init__()
         self.model = model
-        self.normalize = Normalize(model.data_preprocessor)
+        self.normalize = Normalize(model.data_preprocessor, rgb_input)
         self.head = head
 
     def forward(self, image: Tensor):

@@ -63,9 +63,18 @@ class Task:
         """The model as one graph: raw image in, final predictions (:attr:`output_names`) out."""
         raise NotImplementedError
 
-    def network(self, model: nn.Module, input_size: Sequence[int]) -> nn.Module:
+    def network(self, model: nn.Module, input_size: Sequence[int], app: bool = False
+                ) -> nn.Module:
         """What every runtime runs (LiteRT, Core ML; ONNX adds the post-processing): raw image
-        in, :attr:`network_output_names` out. Its ``core`` is the part INT8 quantizes."""
+        in, :attr:`network_output_names` out. Its ``core`` is the part INT8 quantizes.
+
+        ``app=True``: the form MediaPipe Tasks run (the LiteRT files): RGB image in, the
+        outputs their metadata declare (:meth:`from_app_outputs` turns them back)."""
+        raise NotImplementedError
+
+    def from_app_outputs(self, outputs: Sequence, model: nn.Module,
+                         input_size: Sequence[int]) -> list[Tensor]:
+        """:meth:`network`'s outputs from those of its ``app=True`` form."""
         raise NotImplementedError
 
     def postprocessor(self, model: nn.Module, input_size: Sequence[int]

@@ -6,6 +6,7 @@ import math
 import os.path as osp
 from typing import Sequence
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -60,8 +61,17 @@ class DetectionTask(Task):
     def export_wrapper(self, model: nn.Module, input_size: Sequence[int]) -> nn.Module:
         return DetectorGraph(model, input_size).eval()
 
-    def network(self, model: nn.Module, input_size: Sequence[int]) -> nn.Module:
-        return DetectorNetwork(model, input_size).eval()
+    def network(self, model: nn.Module, input_size: Sequence[int], app: bool = False
+                ) -> nn.Module:
+        return DetectorNetwork(model, input_size, app).eval()
+
+    def from_app_outputs(self, outputs: Sequence, model: nn.Module,
+                         input_size: Sequence[int]) -> list[Tensor]:
+        centres, scores = (torch.as_tensor(np.asarray(o)) for o in outputs[:2])
+        h, w = input_size
+        cy, cx, bh, bw = (centres * centres.new_tensor([h, w, h, w])).unbind(-1)
+        boxes = torch.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], -1)
+        return [boxes, scores]
 
     def postprocessor(self, model: nn.Module, input_size: Sequence[int]):
         """mmdet's selection and class-wise NMS (:class:`DetectorPostprocess`), in PyTorch, on

@@ -25,10 +25,13 @@ class DetectorNetwork(nn.Module):
     resized to the export size. Outputs ``boxes`` (``1xAx4``, x1 y1 x2 y2 in input pixels,
     clipped, one per anchor of every level in mmdet's order) and ``scores`` (``1xAxC``: the
     softmax without the background column, or the sigmoid). :class:`DetectorPostprocess` turns
-    them into detections.
+    them into detections. With ``app=True`` (the LiteRT files, which MediaPipe Tasks run) the
+    image is RGB, as cameras and MediaPipe deliver it, and ``boxes`` are MediaPipe's raw
+    detections: centre y, centre x, height, width as fractions of the input's sides (the order
+    of its SSD decoder).
     """
 
-    def __init__(self, detector: nn.Module, input_size: Sequence[int]) -> None:
+    def __init__(self, detector: nn.Module, input_size: Sequence[int], app: bool = False) -> None:
         super().__init__()
         from mmdet.models.detectors import SingleStageDetector
         from mmdet.models.task_modules.coders import DeltaXYWHBBoxCoder
@@ -39,8 +42,9 @@ class DetectorNetwork(nn.Module):
         if not isinstance(head.bbox_coder, DeltaXYWHBBoxCoder):
             raise ExportError(f'Export decodes DeltaXYWHBBoxCoder boxes, the head uses '
                               f'{type(head.bbox_coder).__name__}: export with no --format.')
-        self.core = NetworkCore(detector, 'bbox_head')
+        self.core = NetworkCore(detector, 'bbox_head', rgb_input=app)
         self.input_size = tuple(int(s) for s in input_size)
+        self.app = app
         self.num_classes = head.num_classes
         self.cls_out_channels = head.cls_out_channels
         self.sigmoid = bool(head.use_sigmoid_cls)
@@ -67,6 +71,11 @@ class DetectorNetwork(nn.Module):
         boxes = delta2bbox(self.priors, deltas, coder.means, coder.stds,
                            max_shape=self.input_size, clip_border=coder.clip_border,
                            add_ctr_clamp=coder.add_ctr_clamp, ctr_clamp=coder.ctr_clamp)
+        if self.app:  # MediaPipe's raw detections: centre y, x, height, width in [0, 1]
+            h, w = self.input_size
+            x1, y1, x2, y2 = boxes.unbind(-1)
+            boxes = torch.stack([(y1 + y2) / (2 * h), (x1 + x2) / (2 * w), (y2 - y1) / h,
+                                 (x2 - x1) / w], -1)
         return boxes[None], scores[None]
 
 

@@ -2,7 +2,7 @@
 segmentor needs that a detector does not."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -28,27 +28,36 @@ class SegmentorGraph(nn.Module):
     ``seg_logits`` (``1xCxHxW``, the decode head's logits resized to the input, as mmseg's
     ``predict``) and ``seg_map``
     (``1xHxW`` int64 class indices: argmax, or the sigmoid threshold of a one-channel head).
+    With ``app=True`` (the LiteRT files, which MediaPipe's ImageSegmenter runs) the image is
+    RGB and the one output is the logits channels-last (``1xHxWxC``), from which MediaPipe
+    makes its category and confidence masks.
     """
 
-    def __init__(self, segmentor: nn.Module) -> None:
+    def __init__(self, segmentor: nn.Module, app: bool = False) -> None:
         super().__init__()
         if not hasattr(segmentor, 'decode_head') or not hasattr(segmentor, 'extract_feat'):
             raise ExportError(f'Export handles encoder-decoder segmentors; '
                               f'{type(segmentor).__name__} is not one: export with no --format.')
         head = segmentor.decode_head
-        self.core = NetworkCore(segmentor, 'decode_head')
+        self.core = NetworkCore(segmentor, 'decode_head', rgb_input=app)
         self.align_corners = head.align_corners
         self.threshold = getattr(head, 'threshold', None)
+        self.app = app
 
     def forward(self, image: Tensor) -> tuple[Tensor, Tensor]:
         # mmseg's resize is this interpolation (plus a warning about odd sizes)
         logits = F.interpolate(self.core(image), size=image.shape[2:], mode='bilinear',
                                align_corners=self.align_corners)
-        if logits.shape[1] > 1:
-            seg_map = logits.argmax(dim=1)
-        else:
-            seg_map = (logits.sigmoid() > self.threshold)[:, 0].long()
-        return logits, seg_map
+        if self.app:
+            return (logits.permute(0, 2, 3, 1), )
+        return logits, classify(logits, self.threshold)
+
+
+def classify(logits: Tensor, threshold: Optional[float]) -> Tensor:
+    """The class map of ``1xCxHxW`` logits: argmax, or the sigmoid threshold of one channel."""
+    if logits.shape[1] > 1:
+        return logits.argmax(dim=1)
+    return (logits.sigmoid() > threshold)[:, 0].long()
 
 
 class SegmentationTask(Task):
@@ -82,8 +91,14 @@ class SegmentationTask(Task):
     def export_wrapper(self, model: nn.Module, input_size: Sequence[int]) -> nn.Module:
         return SegmentorGraph(model).eval()
 
-    def network(self, model: nn.Module, input_size: Sequence[int]) -> nn.Module:
-        return self.export_wrapper(model, input_size)
+    def network(self, model: nn.Module, input_size: Sequence[int], app: bool = False
+                ) -> nn.Module:
+        return SegmentorGraph(model, app).eval()
+
+    def from_app_outputs(self, outputs: Sequence, model: nn.Module,
+                         input_size: Sequence[int]) -> list[Tensor]:
+        logits = torch.as_tensor(np.asarray(outputs[0])).permute(0, 3, 1, 2)
+        return [logits, classify(logits, getattr(model.decode_head, 'threshold', None))]
 
     def postprocessor(self, model: nn.Module, input_size: Sequence[int]):
         return lambda outputs: [torch.as_tensor(o) for o in outputs]
@@ -144,9 +159,7 @@ class SegmentationTask(Task):
             return [logits, seg_map]
         logits = F.interpolate(logits.float(), size=tuple(int(s) for s in to_size),
                                mode='bilinear', align_corners=model.decode_head.align_corners)
-        if logits.shape[1] > 1:
-            return [logits, logits.argmax(dim=1)]
-        return [logits, (logits.sigmoid() > model.decode_head.threshold)[:, 0].long()]
+        return [logits, classify(logits, getattr(model.decode_head, 'threshold', None))]
 
     def deployed_sample(self, predictions, sample, model):
         """``seg_logits`` and ``pred_sem_seg`` at ``ori_shape``, as mmseg's
