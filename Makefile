@@ -2,10 +2,12 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install test test-fast lint demo demo-runs deploy-accuracy benchmark clean
+.PHONY: install test test-fast lint demo demo-runs deploy-accuracy benchmark web-demo clean
 
+# The Python stack into ./.venv, then Chromium and the web page's npm packages (examples/web).
 install:
 	bash scripts/install.sh
+	bash scripts/install_web.sh
 
 # The whole suite (what CI runs: .ci/run) on two pytest-xdist workers, each test module whole on
 # one (--dist loadscope: its module fixtures are built once), then the layers contract.
@@ -39,6 +41,13 @@ demo-runs: install
 # The demo models (make demo) exported to every format and each file scored on the test split.
 deploy-accuracy: install
 	bash scripts/deploy_accuracy.sh
+
+# The web demo (examples/web): an exported model in MediaPipe Tasks for the web, served on
+# localhost with the demo's test scenes; prints the URL to open (Ctrl-C stops it).
+EXPORT ?= work_dirs/demo_detection/deploy
+PORT ?= 8000
+web-demo: install
+	PORT=$(PORT) bash scripts/web_demo.sh $(EXPORT)
 
 benchmark: install
 	$(PY) tools/benchmark.py latency
