@@ -177,7 +177,24 @@ def run_in_process(name: str, *args) -> int:
     spec = importlib.util.spec_from_file_location(f'tool_{name}', ROOT / 'tools' / f'{name}.py')
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return run_main(module.main, [str(a) for a in args])
+    try:
+        return run_main(module.main, [str(a) for a in args])
+    finally:
+        _close_tool_loggers()
+
+
+def _close_tool_loggers() -> None:
+    """Close the handlers of mmengine's loggers once a tool run in this process is done.
+
+    mmengine names a run's logger after the config and the second it started, and hands out
+    the existing instance when the name repeats: a second tool run within the same second got
+    the first run's console handler, bound to a capture stream pytest had closed since, and
+    printed '--- Logging error ---'. Tests only (through mmengine's registry of instances)."""
+    from mmengine.logging import MMLogger
+    for logger in list(MMLogger._instance_dict.values()):
+        for handler in list(logger.handlers):
+            handler.close()
+            logger.removeHandler(handler)
 
 
 def call_tool(name: str, *args, capsys) -> tuple[int, str]:
