@@ -2,7 +2,8 @@
 # The demo models in every deployment format, each scored on the held-out test split as a
 # checkpoint is: tools/export.py writes fused.pth, model.onnx, model.tflite and
 # model_int8.tflite from each demo's last checkpoint (make demo trains them), then tools/test.py
-# scores each file; tools/demo_summary.py formats prints the table.
+# scores each file, the LiteRT ones also in MediaPipe Tasks (--client mediapipe), as apps run
+# them; tools/demo_summary.py formats prints the table.
 #
 #   bash scripts/deploy_accuracy.sh            (make deploy-accuracy)
 #
@@ -34,6 +35,11 @@ for demo in detection segmentation; do
     [ "$name" = tflite_int8 ] && file=model_int8.tflite
     echo "== deploy_accuracy: $demo: $file"
     "$py" tools/test.py "$config" "$out/$file" --work-dir "$out/test_$name"
+  done
+  for file in model.tflite model_int8.tflite; do  # the same files as apps run them
+    echo "== deploy_accuracy: $demo: $file in MediaPipe Tasks"
+    sub=test_mediapipe; [ "$file" = model_int8.tflite ] && sub=test_mediapipe_int8
+    "$py" tools/test.py "$config" "$out/$file" --client mediapipe --work-dir "$out/$sub"
   done
   dirs+=("$out")
 done

@@ -3,6 +3,8 @@ ObjectDetector and ImageSegmenter load them as they are (metadata: labels, input
 and give what our tools give."""
 from __future__ import annotations
 
+import sys
+
 import mmcv
 import pytest
 import torch
@@ -13,9 +15,9 @@ from mobileone_dense.apis import load_config
 from mobileone_dense.deploy.evaluate import DeployedModel, evaluate_deployed
 from mobileone_dense.deploy.mediapipe_client import MediaPipeModel
 from mobileone_dense.deploy.pipeline import _class_names
-from mobileone_dense.errors import ExportError
+from mobileone_dense.errors import ExportError, UsageError
 from mobileone_dense.export.litert import write_tflite
-from mobileone_dense.export.litert_metadata import has_metadata
+from mobileone_dense.export.litert_metadata import has_metadata, write_metadata
 
 #: How far MediaPipe's box mAP may lie from our tools' on the same file: MediaPipe keeps the
 #: best class of each anchor and runs its own NMS, where mmdet keeps every class above the
@@ -118,3 +120,11 @@ def test_client_mediapipe_wants_a_tflite(tmp_path, capsys):
     status, err = call_tool('test', 'configs/ssdlite/mobileone_mu0_demo.py', tmp_path / 'x.pth',
                             '--client', 'mediapipe', capsys=capsys)
     assert '--client mediapipe runs LiteRT files' in error_line(status, err)
+
+
+def test_mediapipe_missing_is_one_sentence(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, 'mediapipe', None)  # import mediapipe fails
+    with pytest.raises(UsageError, match='needs the mediapipe package: make install'):
+        MediaPipeModel(load_config('configs/ssdlite/mobileone_mu0_demo.py'), tmp_path / 'm.tflite')
+    with pytest.raises(ExportError, match='needs the mediapipe package: make install'):
+        write_metadata(tmp_path / 'm.tflite', 'detection', ['a'])

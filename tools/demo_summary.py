@@ -237,7 +237,9 @@ def table(args) -> None:
 
 #: The formats scripts/deploy_accuracy.sh scores, by the folder tools/test.py wrote into.
 FORMATS = {'test_fused': 'fused PyTorch (fused.pth)', 'test_onnx': 'ONNX Runtime FP32',
-           'test_tflite': 'LiteRT FP32', 'test_tflite_int8': 'LiteRT INT8'}
+           'test_tflite': 'LiteRT FP32', 'test_tflite_int8': 'LiteRT INT8',
+           'test_mediapipe': 'LiteRT FP32 in MediaPipe Tasks',
+           'test_mediapipe_int8': 'LiteRT INT8 in MediaPipe Tasks'}
 METRICS = {'coco/bbox_mAP': ('box mAP', '.3f'), 'mIoU': ('mIoU %', '.2f')}
 
 
