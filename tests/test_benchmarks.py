@@ -49,9 +49,11 @@ def test_rows_pair_runtimes_and_models_round_by_round():
         f'{PEER} litert_int8': [4, 16, 5],
         # end to end, FP32 / INT8 = 40/20, 41/41, 60/20 = 2, 1, 3 -> 2 (medians: 2.05)
         'S0 litert e2e': [40, 41, 60], 'S0 litert_int8 e2e': [20, 41, 20],
+        'S0 mediapipe e2e': [50, 70, 60],
     }
     result = {f'{m} {r}{part}': _timing(rounds.get(f'{m} {r}{part}', [1, 1, 1]))
-              for m in ('S0', PEER) for r in latency.RUNTIMES for part in ('', ' e2e')}
+              for m in ('S0', PEER) for r in latency.RUNTIMES for part in ('', ' e2e')
+              if part or r not in latency.APP}  # MediaPipe: end to end only
     rows = {(r['model'], r['part']): r
             for r in latency.rows('ssdlite', [s0, peer], latency.RUNTIMES, result)}
     network = rows[('S0', 'network')]
@@ -61,9 +63,12 @@ def test_rows_pair_runtimes_and_models_round_by_round():
     assert network['ms']['litert'] == 12 and network['params_m'] == pytest.approx(2e-6)
     assert network['size'] == 320
     assert rows[('S0', 'end to end')]['int8_speedup'] == pytest.approx(2.0)
+    assert rows[('S0', 'end to end')]['ms']['mediapipe'] == 60
+    assert 'mediapipe' not in network['ms']
     assert 'over_peer' not in rows[(PEER, 'network')]
     text = latency.table(list(rows.values()), latency.RUNTIMES)
     assert '| ssdlite S0 ' in text and f'| ssdlite {PEER} ' in text
+    assert '| MediaPipe FP32 ms |' in text and '| MediaPipe INT8 ms |' in text
 
 
 # ------------------------------------------------------------------------------ the builder
@@ -171,7 +176,8 @@ def test_latency_runs_end_to_end(tmp_path):
     report = json.loads(out.read_text())
     rows = {r['model']: r for r in report['rows']}
     assert set(rows) == {'MU0'}  # the ratios to a peer: test_rows_pair_runtimes_and_models...
-    assert set(rows['MU0']['ms']) == set(latency.RUNTIMES)
+    assert set(rows['MU0']['ms']) == set(latency.RUNTIMES) - set(latency.APP)  # SSDLite only
+    assert 'backbone: no MediaPipe figures (SSDLite only)' in report['notes']
     assert rows['MU0']['fused_speedup'] > 0 and rows['MU0']['int8_speedup'] > 0
     group = report['groups']['backbone']
     assert all(len(t['rounds_ms']) == 2 for t in group['raw'].values())
@@ -183,6 +189,25 @@ def test_latency_runs_end_to_end(tmp_path):
     assert (tmp_path / 'files' / 'backbone_mu0_224_int8.tflite').is_file()
     assert plot.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
     assert '| MU0 ' in result.stdout
+
+
+@pytest.mark.slow
+def test_latency_times_mediapipe_end_to_end(tmp_path):
+    """SSDLite in MediaPipe Tasks: the app file converted with its metadata, then timed end to
+    end beside deployed PyTorch (image in, detections out), with the config's score threshold
+    leaving NMS work to do."""
+    out = tmp_path / 'latency.json'
+    result = run_tool(BENCHMARK, 'latency', '--groups', 'ssdlite', '--variants', 's0',
+                      '--no-peers', '--runtimes', 'pytorch', 'mediapipe', '--rounds', '2',
+                      '--work-dir', tmp_path / 'files', '--plot', '', '--out', out, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    rows = {r['part']: r for r in report['rows']}
+    assert rows['end to end']['ms']['mediapipe'] > 0 and rows['end to end']['ms']['pytorch'] > 0
+    assert 'mediapipe' not in rows['network']['ms']
+    assert report['groups']['ssdlite']['mediapipe']['S0 MediaPipe FP32'] > 0  # detections
+    assert (tmp_path / 'files' / 'ssdlite_s0_320_app.tflite').is_file()
+    assert '| MediaPipe FP32 ms |' in result.stdout
 
 
 @pytest.mark.slow

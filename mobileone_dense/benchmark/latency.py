@@ -1,19 +1,20 @@
 """``tools/benchmark.py latency``: MobileOne and its MobileNetV2 peer, train-time and deployed,
-in PyTorch, ONNX Runtime and LiteRT (FP32 and INT8), side by side.
+in PyTorch, ONNX Runtime, LiteRT and MediaPipe Tasks, side by side.
 
 Three groups: bare backbones at 224x224, SSDLite detectors at 320x320, DeepLabV3 segmentors at
-512x512, each with the MobileNetV2 peer, all built by :func:`.models.build` and deployed alike:
-MobileOne reparameterized and every remaining conv + BN folded, for MobileOne and the peers.
-Runtimes (``--runtimes``): the train-time model in PyTorch, the deployed model in PyTorch, and
-the deployed model converted by the export's own writers to ONNX (ONNX Runtime FP32) and LiteRT
-(XNNPACK) FP32 and INT8 (calibrated on ``--calib`` synthetic images: calibration sets the
-scales, not the work). Every runtime runs on ``--threads`` threads, batch 1; PyTorch runs each
-model in the faster of its two memory layouts (NCHW, channels-last; a short trial decides, and
-the JSON says which); all ONNX Runtime sessions share one thread pool, as in a process serving
-several models. Detectors are also timed end to end: the network, then mmdet's selection and
-class-wise NMS in PyTorch; every end-to-end candidate post-processes one shared set of outputs
-(the peer's) at score threshold 0, so that NMS, whose cost depends on scores that random
-weights make arbitrary, costs every model the same.
+512x512, each with the MobileNetV2 peer, all built by :func:`.models.build` and deployed alike.
+Runtimes (``--runtimes``): the train-time and the deployed model in PyTorch, in the faster of
+its two memory layouts (a short trial decides; the JSON says which); the deployed model
+converted by the export's own writers to ONNX (ONNX Runtime FP32, every session in one thread
+pool, as in a process serving several models) and LiteRT (XNNPACK) FP32 and INT8 (calibrated on
+``--calib`` synthetic images: calibration sets the scales, not the work); all on ``--threads``
+threads, batch 1. Detectors are also timed end to end: the network, then mmdet's selection and
+class-wise NMS in PyTorch, every candidate post-processing one shared set of outputs (the
+peer's) at score threshold 0, so that NMS, whose cost depends on scores that random weights
+make arbitrary, costs every model the same. MediaPipe (``mediapipe*``, SSDLite only, end to end)
+is what an app pays: ``ObjectDetector.detect`` on the model's image as uint8 RGB, through
+MediaPipe's preprocessing, the LiteRT file ``tools/export.py`` would write, its decoding and NMS
+at the config's score threshold, on threads of MediaPipe's choosing.
 
 Each group is one interleaved run (:mod:`.timing`): in every round each candidate runs untimed
 calls for :data:`SETTLE_MS` (ONNX Runtime's pool keeps spinning after a run and would slow the
@@ -26,13 +27,15 @@ from __future__ import annotations
 
 import argparse
 import copy
-import time
+import operator
+import timeit
 from pathlib import Path
 from typing import Callable
 
 import torch
 
 from .. import apis
+from ..deploy.mediapipe_client import MediaPipeModel
 from ..errors import UsageError
 from ..export.numerics import RTOL_CAP, compare, correlation, flatten
 from ..runtimes.litert import LiteRTModel
@@ -44,9 +47,12 @@ from .models import PEER, SIZES, Model, build
 from .plot import draw_latency
 from .timing import settle_by_time, time_side_by_side
 
-RUNTIMES = ('train', 'pytorch', 'onnx', 'litert', 'litert_int8')
+RUNTIMES = ('train', 'pytorch', 'onnx', 'litert', 'litert_int8', 'mediapipe', 'mediapipe_int8')
 LABELS = {'train': 'train-time PyTorch', 'pytorch': 'deployed PyTorch',
-          'onnx': 'ONNX Runtime FP32', 'litert': 'LiteRT FP32', 'litert_int8': 'LiteRT INT8'}
+          'onnx': 'ONNX Runtime FP32', 'litert': 'LiteRT FP32', 'litert_int8': 'LiteRT INT8',
+          'mediapipe': 'MediaPipe FP32', 'mediapipe_int8': 'MediaPipe INT8'}
+#: MediaPipe Tasks' ObjectDetector on the app files: SSDLite only, end to end only.
+APP = ('mediapipe', 'mediapipe_int8')
 SETTLE_MS = 200
 CALLS = 5
 #: Groups whose calls are long enough to settle in one call and to time one call a round.
@@ -57,17 +63,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--groups', nargs='+', default=list(SIZES), choices=list(SIZES),
                         help='backbones at 224, SSDLite at 320, DeepLabV3 at 512 (default: all)')
     parser.add_argument('--variants', nargs='+', default=list(apis.PAPER_VARIANTS),
-                        choices=apis.VARIANTS, help='MobileOne variants of the backbone and '
-                        'SSDLite groups (default: %(default)s)')
+                        choices=apis.VARIANTS, help='backbone, SSDLite variants (default: s0-s4)')
     parser.add_argument('--seg-variants', nargs='+', default=['s0'],
                         choices=apis.PAPER_VARIANTS, help='DeepLabV3 variants (default: s0)')
     parser.add_argument('--runtimes', nargs='+', default=list(RUNTIMES), choices=RUNTIMES)
     parser.add_argument('--no-peers', dest='peers', action='store_false',
                         help='leave out the MobileNetV2 peers')
     parser.add_argument('--rounds', type=int, default=20,
-                        help='interleaved rounds per group (half for DeepLabV3, whose calls '
-                             'are long)')
-    parser.add_argument('--threads', type=int, default=2, help='threads of every runtime')
+                        help='interleaved rounds per group (half for DeepLabV3)')
+    parser.add_argument('--threads', type=int, default=2, help='threads (MediaPipe: its own)')
     parser.add_argument('--calib', type=int, default=8, help='INT8 calibration images')
     parser.add_argument('--reconvert', action='store_true',
                         help='convert anew instead of reusing the cached files')
@@ -87,39 +91,43 @@ def pytorch_runner(network: torch.nn.Module, image: torch.Tensor) -> tuple[Calla
         x = image.contiguous(memory_format=fmt)
         with torch.inference_mode():
             net(x)
-            best = float('inf')
-            for _ in range(3):
-                start = time.perf_counter()
-                net(x)
-                best = min(best, time.perf_counter() - start)
+            best = min(timeit.repeat(lambda net=net, x=x: net(x), repeat=3, number=1))
         trial[layout] = best, (lambda net=net, x=x: flatten(net(x)))
     layout = min(trial, key=lambda k: trial[k][0])
     return trial[layout][1], layout
 
 
-def runners(model: Model, runtimes, paths: dict[str, Path], threads: int
+def runners(model: Model, runtimes, paths: dict[str, Path], threads: int, clients: list
             ) -> tuple[dict[str, Callable[[], list]], dict[str, str]]:
-    """Per runtime, a call of ``model``'s network on its image (outputs as a list), and the
-    PyTorch layouts chosen."""
+    """Per runtime, a call of ``model``'s network on its image (outputs as a list; MediaPipe:
+    its detections), and the PyTorch layouts chosen. MediaPipe's clients go to ``clients``,
+    to be closed."""
     fns, layouts = {}, {}
     for runtime in runtimes:
         if runtime in ('train', 'pytorch'):
             net = model.train if runtime == 'train' else model.network
             fns[runtime], layouts[runtime] = pytorch_runner(net, model.image)
-        elif runtime == 'onnx':
-            session = ort_session(paths['onnx'], threads=threads, shared_pool=True)
-            array = model.image.numpy()
-            fns[runtime] = lambda s=session, a=array: s.run(None, {'image': a})
-        else:
-            lite = LiteRTModel(paths[runtime], threads)
-            nhwc = model.image.permute(0, 2, 3, 1).contiguous().numpy()
+            continue
+        with captured_output():  # XNNPACK's line about its delegate, at loading or first call
+            if runtime == 'onnx':
+                session = ort_session(paths['onnx'], threads=threads, shared_pool=True)
+                array = model.image.numpy()
+                fns[runtime] = lambda s=session, a=array: s.run(None, {'image': a})
+            elif runtime in APP:  # the picture as an app hands it over: uint8 RGB, HxWx3
+                import mediapipe as mp
+                rgb = model.image[0].flip(0).permute(1, 2, 0).to(torch.uint8).contiguous()
+                picture = mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb.numpy())
+                clients.append(MediaPipeModel(model.cfg, paths[runtime]))
+                fns[runtime] = lambda c=clients[-1].client, p=picture: c.detect(p).detections
+            else:
+                lite = LiteRTModel(paths[runtime], threads)
+                nhwc = model.image.permute(0, 2, 3, 1).contiguous().numpy()
 
-            def run(lite=lite, nhwc=nhwc):
-                out = lite.runner(**{lite.input_name: nhwc})
-                return [out[name] for name in lite.output_names]
-            with captured_output():  # XNNPACK's line about its delegate, at the first call
-                run()
-            fns[runtime] = run
+                def run(lite=lite, nhwc=nhwc):
+                    out = lite.runner(**{lite.input_name: nhwc})
+                    return [out[name] for name in lite.output_names]
+                fns[runtime] = run
+            fns[runtime]()
     return fns, layouts
 
 
@@ -131,7 +139,7 @@ def agreement(fns: dict[str, Callable[[], list]]) -> dict[str, dict]:
         floats = [i for i, e in enumerate(expected) if e.is_floating_point()]
         report = {}
         for runtime, fn in fns.items():
-            if runtime == 'pytorch':
+            if runtime in ('pytorch', *APP):
                 continue
             outputs = fn()
             actual, wanted = [outputs[i] for i in floats], [expected[i] for i in floats]
@@ -147,13 +155,17 @@ def agreement(fns: dict[str, Callable[[], list]]) -> dict[str, dict]:
 def time_group(args: argparse.Namespace, group: str, models: list[Model]) -> dict:
     """Convert (or reuse), check and time one group; returns its rows and raw figures."""
     print(f'{group}: converting into {args.work_dir}', flush=True)
-    fns, layouts, checks = {}, {}, {}
+    fns, layouts, checks, clients = {}, {}, {}, []
+    runtimes = [r for r in args.runtimes if r not in APP or group == 'ssdlite']
     for m in models:
-        paths = convert(m, args.runtimes, Path(args.work_dir), args.calib, args.reconvert)
-        fns[m.name], layouts[m.name] = runners(m, args.runtimes, paths, args.threads)
+        paths = convert(m, runtimes, Path(args.work_dir), args.calib, args.reconvert)
+        fns[m.name], layouts[m.name] = runners(m, runtimes, paths, args.threads, clients)
         if 'pytorch' in fns[m.name]:
             checks[m.name] = agreement(fns[m.name])
-    timed = {f'{m.name} {r}': fn for m in models for r, fn in fns[m.name].items()}
+    timed = {f'{m.name} {r}{" e2e" * (r in APP)}': fn for m in models
+             for r, fn in fns[m.name].items()}
+    found = {f'{m.name} {LABELS[r]}': len(fn()) for m in models
+             for r, fn in fns[m.name].items() if r in APP}
     post = [m for m in models if m.postprocess is not None]
     if post:  # end to end: the network, then one shared set of outputs post-processed
         with torch.inference_mode():
@@ -161,10 +173,10 @@ def time_group(args: argparse.Namespace, group: str, models: list[Model]) -> dic
             shared = fns[source.name]['pytorch']() if 'pytorch' in fns[source.name] else \
                 flatten(source.network(source.image))
         for m in post:
-            for r in args.runtimes:
-                if r != 'train':
-                    timed[f'{m.name} {r} e2e'] = (
-                        lambda run=fns[m.name][r], p=m.postprocess: (run(), p(shared)))
+            for r, run in fns[m.name].items():
+                if r not in ('train', *APP):
+                    timed[f'{m.name} {r} e2e'] = lambda run=run, p=m.postprocess: (run(),
+                                                                                   p(shared))
     long = group in LONG_CALLS
     rounds = max(3, args.rounds // 2) if long else args.rounds
     print(f'{group} at {models[0].size}x{models[0].size}: {len(timed)} candidates, '
@@ -173,8 +185,11 @@ def time_group(args: argparse.Namespace, group: str, models: list[Model]) -> dic
     with CPULoad() as load:
         result = time_side_by_side(timed, rounds=rounds, warmup=1 if long else 3,
                                    settle=settle, calls=1 if long else CALLS)
+    for client in clients:
+        client.close()
     return dict(rows=rows(group, models, args.runtimes, result), layouts=layouts,
-                agreement=checks, load=load.others, raw=result)
+                agreement=checks, load=load.others, raw=result,
+                **({'mediapipe': found} if set(APP) & set(args.runtimes) else {}))
 
 
 def rows(group: str, models: list[Model], runtimes, result: dict) -> list[dict]:
@@ -192,15 +207,13 @@ def rows(group: str, models: list[Model], runtimes, result: dict) -> list[dict]:
                        params_m=m.params / 1e6,
                        ms={r: result[n]['median_ms'] for r, n in names.items()},
                        min_ms={r: result[n]['min_ms'] for r, n in names.items()})
-            if {'train', 'pytorch'} <= set(rounds):
-                row['fused_speedup'] = paired_median(lambda t, f: t / f, rounds['train'],
-                                                     rounds['pytorch'])
-            if {'litert', 'litert_int8'} <= set(rounds):
-                row['int8_speedup'] = paired_median(lambda f, q: f / q, rounds['litert'],
-                                                    rounds['litert_int8'])
+            for key, a, b in (('fused_speedup', 'train', 'pytorch'),
+                              ('int8_speedup', 'litert', 'litert_int8')):
+                if {a, b} <= set(rounds):
+                    row[key] = paired_median(operator.truediv, rounds[a], rounds[b])
             if peer is not None and not m.peer:
                 row['over_peer'] = {
-                    r: paired_median(lambda a, b: a / b, t,
+                    r: paired_median(operator.truediv, t,
                                      result[f'{peer.name} {r}{suffix}']['rounds_ms'])
                     for r, t in rounds.items() if f'{peer.name} {r}{suffix}' in result}
             out.append(row)
@@ -223,19 +236,17 @@ def table(rows: list[dict], runtimes) -> str:
 
 
 def notes(groups: dict[str, dict], machine: dict) -> list[str]:
-    """The layouts PyTorch ran in, agreement failures, the load of other processes, and a CPU
-    without int8 dot products (XNNPACK's INT8 kernels then gain little over FP32)."""
+    """The layouts PyTorch ran in, agreement failures, what MediaPipe timed, the load of other
+    processes, and a CPU without int8 dot products (XNNPACK's INT8 kernels then gain little
+    over FP32)."""
     lines = []
     if not machine.get('int8_dot'):
         lines.append(f'note: this CPU ({machine.get("cpu_name")}) has no int8 dot-product '
                      f'instructions (VNNI or AMX on x86, dotprod on Arm): its INT8 speedups are '
                      f'not those of a CPU that has them')
     for group, g in groups.items():
-        chosen = []
-        for name, by in g['layouts'].items():
-            runtimes = [LABELS[r].split()[0] for r, layout in by.items() if layout != 'NCHW']
-            if runtimes:
-                chosen.append(f'{name} ({", ".join(runtimes)})')
+        chosen = [f'{name} ({", ".join(LABELS[r].split()[0] for r in by if by[r] != "NCHW")})'
+                  for name, by in g['layouts'].items() if set(by.values()) != {'NCHW'}]
         lines.append(f'{group}: PyTorch ran channels-last for {"; ".join(chosen) or "none"}, '
                      f'NCHW for the rest (the faster of the two in a short trial)')
         for name, report in g['agreement'].items():
@@ -244,6 +255,13 @@ def notes(groups: dict[str, dict], machine: dict) -> list[str]:
                     lines.append(f'WARNING: {LABELS[runtime]} of {group} {name} differs from '
                                  f'deployed PyTorch (max rel diff {a["max_rel"]:.1e}); rerun '
                                  f'with --reconvert')
+        found = ', '.join(f'{k} {n}' for k, n in g.get('mediapipe', {}).items())
+        if 'mediapipe' in g:
+            lines.append(f'{group}: MediaPipe ran end to end (uint8 RGB image in; its '
+                         f'preprocessing, the network, its decoding and NMS at the config\'s '
+                         f'score threshold; detections out) on threads of its own choosing, not '
+                         f'--threads; detections on the image: {found}' if found else
+                         f'{group}: no MediaPipe figures (SSDLite only)')
     return lines + load_notes({g: v['load'] for g, v in groups.items()})
 
 

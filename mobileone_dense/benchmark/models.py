@@ -89,13 +89,15 @@ def measure_bn(module: nn.Module, images: Tensor) -> None:
 class Model:
     """One model of a group in its two forms, with what its timing needs.
 
-    ``postprocess``: a detector's selection and NMS (network outputs -> detections), else None.
+    ``postprocess``: a detector's selection and NMS (network outputs -> detections), else None;
+    ``cfg``: a whole model's config (MediaPipe's options come from its test settings).
     """
     group: str
     name: str
     train: nn.Module
     network: nn.Module
     postprocess: Optional[Callable] = None
+    cfg: Optional[object] = None
     size: int = field(init=False)
     image: Tensor = field(init=False)
 
@@ -116,6 +118,11 @@ class Model:
         """The model's name in the conversion cache."""
         return f'{self.group}_{self.name.lower()}_{self.size}'
 
+    def app_network(self) -> nn.Module:
+        """The deployed network's ``app=True`` form, what ``tools/export.py`` puts in the LiteRT
+        files MediaPipe Tasks run (RGB in, the outputs their metadata declare)."""
+        return task_of(self.cfg).network(self.network.core.model, (self.size, self.size), True)
+
 
 def build(group: str, name: str) -> Model:
     """MobileOne-``name`` or the peer in ``group``, train-time and deployed (see the module
@@ -127,7 +134,7 @@ def build(group: str, name: str) -> Model:
         if backbone is None:
             from mmdet.models.backbones import MobileNetV2
             backbone = MobileNetV2(out_indices=(7, ))
-        train, task = BackboneNetwork(backbone), None
+        train, task, cfg = BackboneNetwork(backbone), None, None
     else:
         cfg = group_config(group, name)
         task = task_of(cfg)
@@ -139,4 +146,4 @@ def build(group: str, name: str) -> Model:
     post = None
     if task is not None and task.name == 'detection':
         post = task.postprocessor(network.core.model, (size, size))
-    return Model(group, name.upper() if name != PEER else PEER, train, network, post)
+    return Model(group, name.upper() if name != PEER else PEER, train, network, post, cfg)

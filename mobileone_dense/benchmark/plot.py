@@ -7,7 +7,8 @@ from pathlib import Path
 TITLES = {'backbone': 'backbone, {s}x{s}', 'ssdlite': 'SSDLite, {s}x{s}',
           'deeplabv3': 'DeepLabV3 (OS 8), {s}x{s}'}
 COLORS = {'train': 'tab:gray', 'pytorch': 'tab:blue', 'onnx': 'tab:green',
-          'litert': 'tab:orange', 'litert_int8': 'tab:red'}
+          'litert': 'tab:orange', 'litert_int8': 'tab:red', 'mediapipe': 'tab:purple',
+          'mediapipe_int8': 'tab:pink'}
 
 
 def draw_latency(rows: list[dict], runtimes, labels: dict, path: str | Path,
