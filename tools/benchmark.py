@@ -1,7 +1,8 @@
 """Latency and training-throughput benchmarks, measured side by side (interleaved rounds).
 
     python tools/benchmark.py latency [--groups backbone ssdlite deeplabv3] [--variants s0 s1]
-                                      [--runtimes train pytorch onnx litert litert_int8 mediapipe mediapipe_int8] ...
+                                      [--runtimes train pytorch onnx litert litert_int8
+                                                  mediapipe mediapipe_int8] ...
     python tools/benchmark.py train [--variants s0] [--seg-variants s0] [--rounds 5] ...
     python tools/benchmark.py coreml [--configs CONFIG ...]
 

@@ -114,10 +114,8 @@ def runners(model: Model, runtimes, paths: dict[str, Path], threads: int, client
                 array = model.image.numpy()
                 fns[runtime] = lambda s=session, a=array: s.run(None, {'image': a})
             elif runtime in APP:  # the picture as an app hands it over: uint8 RGB, HxWx3
-                import mediapipe as mp
-                rgb = model.image[0].flip(0).permute(1, 2, 0).to(torch.uint8).contiguous()
-                picture = mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb.numpy())
                 clients.append(MediaPipeModel(model.cfg, paths[runtime]))
+                picture = clients[-1].picture(model.image[0])
                 fns[runtime] = lambda c=clients[-1].client, p=picture: c.detect(p).detections
             else:
                 lite = LiteRTModel(paths[runtime], threads)

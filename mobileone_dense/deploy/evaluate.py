@@ -71,7 +71,8 @@ class DeployedModel:
         with torch.no_grad():
             zeros = torch.zeros(1, 3, *self.input_size)
             reference = self.task.network(self.model, self.input_size)(zeros)
-            app = self.task.network(self.model, self.input_size, app=self.app)(zeros)
+            app = (self.task.network(self.model, self.input_size, app=True)(zeros) if self.app
+                   else reference)
         #: Shapes of the network's outputs at the input size: what a file without the
         #: post-processing must give (:attr:`app_shapes` in the form the LiteRT files hold).
         self.network_shapes, self.app_shapes = _shapes(reference), _shapes(app)

@@ -83,17 +83,26 @@ class MediaPipeModel(DeployedModel):
     def __del__(self):
         self.close()
 
-    def predict(self, image) -> list[Tensor]:
-        """Final predictions in ``image``'s pixels, from MediaPipe's results.
+    def picture(self, image):
+        """``image`` as an app hands it to MediaPipe: an ``mp.Image`` of uint8 RGB, ``HxWx3``.
 
         Args:
-            image: A BGR uint8 image, ``HxWx3`` (as ``mmcv.imread`` gives it) or the ``3xHxW``
-                tensor a test pipeline yields; MediaPipe resizes it to the model's input.
+            image: A BGR image, ``HxWx3`` (as ``mmcv.imread`` gives it) or the ``3xHxW``
+                tensor a test pipeline yields.
         """
         hwc = image.detach().cpu().numpy().transpose(1, 2, 0) if isinstance(image, Tensor) \
             else np.asarray(image)
         rgb = np.ascontiguousarray(hwc[..., ::-1], dtype=np.uint8)
-        picture = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=rgb)
+        return self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=rgb)
+
+    def predict(self, image) -> list[Tensor]:
+        """Final predictions in ``image``'s pixels, from MediaPipe's results.
+
+        Args:
+            image: As :meth:`picture` takes it; MediaPipe resizes it to the model's input.
+        """
+        picture = self.picture(image)
+        size = (picture.height, picture.width)
         if self.task.name == 'detection':
             found = self.client.detect(picture).detections
             # MediaPipe reports whole pixels, origin and size each truncated: read the middle
@@ -107,8 +116,8 @@ class MediaPipeModel(DeployedModel):
         result = self.client.segment(picture)
         confidence = np.stack([m.numpy_view() for m in result.confidence_masks])
         category = result.category_mask.numpy_view().astype(np.int64)
-        return [torch.from_numpy(confidence.reshape(1, -1, *rgb.shape[:2])).float(),
-                torch.from_numpy(category.reshape(1, *rgb.shape[:2]))]
+        return [torch.from_numpy(confidence.reshape(1, -1, *size)).float(),
+                torch.from_numpy(category.reshape(1, *size))]
 
 
 __all__ = ['MediaPipeModel']

@@ -35,7 +35,7 @@ def format_seconds(seconds: float) -> str:
 
 def progress_line(done: int, total: int, loss: float, seconds_per_iter: float,
                   width: int = 20) -> str:
-    """``train 120/650 [###-------] loss 2.134  0.92 s/it  ETA 8:07``."""
+    """The line's form: ``train DONE/TOTAL [###-------] loss LOSS  SECONDS s/it  ETA M:SS``."""
     filled = width * done // total if total else width
     eta = (total - done) * seconds_per_iter
     return (f'train {done}/{total} [{"#" * filled}{"-" * (width - filled)}] loss {loss:.4g}  '
